@@ -1,0 +1,121 @@
+"""The one typed config that every command reads. Each field is documented here, once.
+
+The text in `Field(description=...)` is also the `--help` text of the matching CLI flag,
+so the docs and the flags never drift apart (litgpt's trick).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    """Unknown keys are errors (axolotl's untyped dict silently ignored typos)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name: str = Field(
+        "smollm2-135m",
+        description="Base model: a preset name (smollm2-135m, offline), a local model folder, or a Hugging Face model id.",
+    )
+    load_in_4bit: bool = Field(
+        False, description="Load the base model in 4-bit with bitsandbytes (QLoRA). CUDA only."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with a hub model. Off unless you trust its author."
+    )
+
+
+class DataSection(Section):
+    dataset: str = Field(
+        "medical-terms",
+        description="Training data: a preset name (medical-terms, offline), a .jsonl/.json file, or a Hugging Face dataset id.",
+    )
+    eval_fraction: float = Field(
+        0.02, gt=0, lt=1, description="Share of examples held out for evaluation (never trained on)."
+    )
+    eval_min: int = Field(200, ge=1, description="Hold out at least this many examples.")
+
+
+class LoraSection(Section):
+    r: int = Field(32, ge=1, description="LoRA rank: higher learns more, costs more memory and time.")
+    alpha: int = Field(16, ge=1, description="LoRA alpha: the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path, against overfitting.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Layers that get LoRA adapters: 'all-linear' or a list such as [q_proj, v_proj].",
+    )
+
+
+class TrainSection(Section):
+    output_dir: Path = Field(Path("results"), description="Folder for the adapter, logs and figures.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where to train: auto picks CUDA, then Apple MPS, then the CPU."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Number format for training: auto lets the hardware profile choose."
+    )
+    batch_size: int = Field(4, ge=1, description="Examples per step on each device (micro-batch).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches added up before each optimizer step.")
+    max_steps: int = Field(100, ge=1, description="Optimizer steps to train for.")
+    max_seq_length: int = Field(512, ge=16, description="Longest example in tokens; longer ones are cut.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of the LoRA weights.")
+    warmup_steps: int = Field(5, ge=0, description="Steps of linear learning-rate warm-up.")
+    seed: int = Field(42, description="Random seed for data order, split and LoRA init.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations to save memory, at about 30% more time."
+    )
+    logging_steps: int = Field(5, ge=1, description="Log loss and speed every N steps.")
+    save_steps: int = Field(50, ge=1, description="Save a checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")
+    eval_examples: int = Field(
+        20, ge=0, description="Held-out examples for the quick before/after check at the end (0 skips it)."
+    )
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _sane_lr(cls, value: float) -> float:
+        if value >= 1:
+            raise ValueError("a learning rate of 1 or more diverges; LoRA usually uses 1e-4 to 5e-4")
+        return value
+
+
+class ServeSection(Section):
+    host: str = Field("127.0.0.1", description="Address to listen on; 127.0.0.1 keeps it on this machine.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the server.")
+    api_key: str | None = Field(None, description="Require this key as a Bearer token (env TUNEFORGE_API_KEY).")
+
+
+class TuneforgeConfig(Section):
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    serve: ServeSection = Field(default_factory=ServeSection)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: field.annotation for name, field in TuneforgeConfig.model_fields.items()  # type: ignore[misc]
+}
+
+
+def field_help(key: str) -> str:
+    """The one description of a dotted key such as 'train.batch_size', for --help."""
+    section, name = key.split(".")
+    return SECTIONS[section].model_fields[name].description or ""
+
+
+def all_keys() -> list[str]:
+    """Every dotted key the config accepts, for 'did you mean' and for source tracking."""
+    return [f"{s}.{f}" for s, cls in SECTIONS.items() for f in cls.model_fields]
+
+
+def default_values() -> dict[str, object]:
+    """Flat {dotted key: default}; the defaults themselves live only in the classes above."""
+    dumped = TuneforgeConfig().model_dump()
+    return {key: dumped[key.split(".")[0]][key.split(".")[1]] for key in all_keys()}

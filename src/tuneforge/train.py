@@ -1,0 +1,242 @@
+"""`tuneforge train`: resolve the config, check the inputs, LoRA-tune, save and show the result.
+
+Read `run_train` top to bottom: it is the whole recipe (torchtune style). Every check that can
+fail on bad input runs before the model loads, so mistakes cost seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tuneforge.config_resolve import ResolvedConfig, resolve_config
+from tuneforge.errors import UserError
+
+
+def run_train(
+    cli_values: dict[str, Any],
+    config_file: Path | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any] | None:
+    resolved = resolve_config(cli_values, config_file)
+    if dry_run:
+        return print_dry_run(resolved, as_json)
+    plan = preflight(resolved, overwrite)
+    log = plan["log"]
+    try:
+        return _train(resolved, plan, log)
+    finally:
+        log.close()
+
+
+def print_dry_run(resolved: ResolvedConfig, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(resolved.as_dict(), indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(f"Hardware: {resolved.hardware.label}" if resolved.hardware else "Hardware: not checked")
+    for line in describe_config(resolved):
+        console.print(line, markup=False)
+    console.print("Dry run: nothing was loaded or trained.")
+
+
+def describe_config(resolved: ResolvedConfig) -> list[str]:
+    """'train.batch_size = 3  (cli --batch-size)' for every key: where each value came from."""
+    data = resolved.config.model_dump(mode="json")
+    lines = []
+    for section, values in data.items():
+        for key, value in values.items():
+            shown = "(hidden)" if key == "api_key" and value else value
+            lines.append(f"{section}.{key} = {shown}  ({resolved.sources[f'{section}.{key}']})")
+    return lines
+
+
+def preflight(resolved: ResolvedConfig, overwrite: bool) -> dict[str, Any]:
+    """Everything that can fail on bad input, in seconds, before any model loads."""
+    from tuneforge.data import load_conversations
+    from tuneforge.devices import check_four_bit, pick_device, pick_precision, prepare_environment
+    from tuneforge.model_loading import resolve_model
+    from tuneforge.tuner.output_dir import prepare_output_dir
+    from tuneforge.tuner.runlog import RunLog
+
+    cfg = resolved.config
+    device = pick_device(cfg.train.device, resolved.hardware)
+    precision = pick_precision(cfg.train.precision, device)
+    check_four_bit(cfg.model.load_in_4bit, device)
+    prepare_environment(device)
+    source = resolve_model(cfg.model.name)
+    data = load_conversations(cfg.data.dataset)
+    if not data.conversations:
+        raise UserError(f"The dataset '{cfg.data.dataset}' has no usable examples. Check the file or the preset name.")
+    out = prepare_output_dir(cfg.train.output_dir, overwrite)
+    return {"device": device, "precision": precision, "source": source, "data": data, "out": out, "log": RunLog(out)}
+
+
+def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any]:
+    from tuneforge.data.split import split_heldout, write_jsonl
+
+    cfg, out, started = resolved.config, plan["out"], time.monotonic()
+    log_setup(log, resolved, plan)
+    train_set, eval_set = split_heldout(
+        plan["data"].conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed
+    )
+    write_jsonl(out / "eval_set.jsonl", eval_set)
+    model, tokenizer = load_base(plan, cfg, log)
+    train_rows, eval_rows = encode_splits(tokenizer, train_set, eval_set, cfg, log)
+    trainer, progress = make_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, log)
+    before = held_out(trainer, log, "base model")
+    train_started = time.monotonic()
+    trainer.train()
+    train_time = time.monotonic() - train_started
+    after = held_out(trainer, log, "tuned model")
+    metrics = collect_metrics(trainer, progress, plan, (before, after), (started, train_time), (len(train_rows), len(eval_rows)))
+    save_results(trainer, tokenizer, resolved, plan, progress, metrics, log)
+    show_comparison(trainer.model, tokenizer, eval_set, out, log)
+    log.section(f"Done in {time.monotonic() - started:.0f} s. Results in {out}")
+    log.info(f'Try it: tuneforge chat --adapter {out} "Please tell me about Bursitis."')
+    return metrics
+
+
+def log_setup(log, resolved: ResolvedConfig, plan: dict[str, Any]) -> None:
+    log.section("tuneforge train")
+    hw = resolved.hardware
+    if hw is not None:
+        log.info(f"hardware: {hw.label}; {hw.cpu_model}, {hw.cpu_cores} cores, {hw.ram_gb:.0f} GB RAM")
+    log.info(f"device: {plan['device']}, precision: {plan['precision']}")
+    log.info(f"model: {plan['source'].description}")
+    log.info(f"data: {plan['data'].source}")
+    if plan["data"].licence:
+        log.info(f"data licence: {plan['data'].licence}")
+    log.section("settings (value and where it came from)")
+    for line in describe_config(resolved):
+        log.info(line, show=False)
+    log.info(f"(all {len(resolved.sources)} settings with their sources are in {log.path.name})")
+
+
+def load_base(plan: dict[str, Any], cfg, log) -> tuple[Any, Any]:
+    from transformers import set_seed
+
+    from tuneforge.devices import torch_dtype
+    from tuneforge.model_loading import load_model, load_tokenizer
+
+    set_seed(cfg.train.seed)  # LoRA init and dropout depend on it
+    tokenizer = load_tokenizer(plan["source"], cfg.model.trust_remote_code)
+    weights = plan["precision"] if plan["device"] == "cuda" else "fp32"  # CPU/MPS: fp32 weights, autocast on top
+    model = load_model(
+        plan["source"], torch_dtype(weights), plan["device"], cfg.model.load_in_4bit, cfg.model.trust_remote_code
+    )
+    params = sum(p.numel() for p in model.parameters())
+    log.info(f"loaded base model: {params / 1e6:.1f}M parameters")
+    return model, tokenizer
+
+
+def encode_splits(tokenizer, train_set, eval_set, cfg, log) -> tuple[list, list]:
+    from tuneforge.data.encode import encode_all
+
+    max_len = cfg.train.max_seq_length
+    train_rows, stats = encode_all(tokenizer, train_set, max_len)
+    eval_rows, _ = encode_all(tokenizer, eval_set[: cfg.train.eval_examples], max_len)
+    if not train_rows:
+        raise UserError("No training example has answer tokens left after encoding. Raise --max-seq-length.")
+    lengths = sorted(stats.lengths)
+    pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
+    log.section("data")
+    log.info(f"{len(train_set)} training examples, {len(eval_set)} held out (eval_set.jsonl)")
+    log.info(f"tokens per example: min {lengths[0]}, median {pick(0.5)}, p95 {pick(0.95)}, max {lengths[-1]}")
+    log.info(f"{stats.truncated} examples ({100 * stats.truncated / stats.examples:.1f}%) cut to {max_len} tokens; "
+             f"{stats.dropped} dropped with no answer left")  # fmt: skip
+    return train_rows, eval_rows
+
+
+def make_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, log):
+    from tuneforge.tuner.checkpoints import JsonTrainingArgsCallback
+    from tuneforge.tuner.progress import ProgressCallback
+    from tuneforge.tuner.trainer_setup import add_lora, build_trainer, training_arguments
+
+    model = add_lora(model, cfg, cfg.train.gradient_checkpointing)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info(f"LoRA: {trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * trainable / total:.2f}%)")
+    args = training_arguments(cfg, plan["device"], plan["precision"], plan["out"] / "checkpoints")
+    progress = ProgressCallback(log)
+    return build_trainer(model, tokenizer, args, train_rows, eval_rows, [progress, JsonTrainingArgsCallback()]), progress
+
+
+def held_out(trainer, log, label: str) -> float | None:
+    from tuneforge.tuner.trainer_setup import held_out_loss
+
+    started = time.monotonic()
+    loss = held_out_loss(trainer)
+    if loss is not None:
+        log.info(f"held-out loss, {label}: {loss:.4f} ({time.monotonic() - started:.0f} s)")
+    return loss
+
+
+def collect_metrics(trainer, progress, plan, losses, times, counts) -> dict[str, Any]:
+    state = trainer.state
+    (before, after), (started, train_time), (n_train, n_eval) = losses, times, counts
+    return {
+        "steps": state.global_step,
+        "device": plan["device"],
+        "precision": plan["precision"],
+        "train_examples": n_train,
+        "eval_examples": n_eval,
+        "loss_history": progress.history,
+        "final_train_loss": progress.history[-1]["loss"] if progress.history else None,
+        "eval_loss_before": before,
+        "eval_loss_after": after,
+        "tokens_seen": state.num_input_tokens_seen,
+        "tokens_per_s": state.num_input_tokens_seen / max(train_time, 1e-9),
+        "train_time_s": train_time,
+        "wall_time_s": time.monotonic() - started,
+        "peak_memory_mb": peak_memory_mb(plan["device"]),
+    }
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> None:
+    from tuneforge.tuner import results
+
+    out = plan["out"]
+    trainer.model.save_pretrained(out)  # adapter_model.safetensors + adapter_config.json
+    tokenizer.save_pretrained(out)
+    results.write_config(out, resolved)
+    results.write_json(out / "training_args.json", json.loads(trainer.args.to_json_string()))
+    results.write_json(out / "metrics.json", metrics)
+    evals = {}
+    if metrics["eval_loss_after"] is not None:
+        evals = {"held-out, base": (0, metrics["eval_loss_before"]), "held-out, tuned": (metrics["steps"], metrics["eval_loss_after"])}
+    results.plot_loss(out / "loss.png", progress.history, evals)
+    licences = [plan["source"].licence, plan["data"].licence]
+    results.write_model_card(out, resolved, plan["data"].source, licences, metrics)
+    log.section("summary")
+    log.info(f"steps {metrics['steps']}, final train loss {metrics['final_train_loss']:.4f}, "
+             f"{metrics['tokens_per_s']:.0f} tokens/s, peak memory {metrics['peak_memory_mb']:.0f} MB")  # fmt: skip
+    if metrics["eval_loss_after"] is not None:
+        log.info(f"held-out loss: base {metrics['eval_loss_before']:.4f} -> tuned {metrics['eval_loss_after']:.4f}")
+    log.info(f"saved adapter, tokenizer, tuneforge.yaml, metrics.json, loss.png and README.md in {out}")
+
+
+def show_comparison(model, tokenizer, eval_set, out: Path, log) -> None:
+    from tuneforge.tuner.compare import base_vs_tuned, comparison_table
+
+    if not eval_set:
+        return
+    sample = base_vs_tuned(model, tokenizer, eval_set[0])
+    log.section("one held-out question, base vs tuned")
+    for key in ("question", "base", "tuned", "reference"):
+        log.info(f"{key}: {sample[key]}", show=False)
+    log.console.print(comparison_table(sample))

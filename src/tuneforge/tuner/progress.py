@@ -1,0 +1,58 @@
+"""Live progress for the Trainer loop: a rich bar on screen, and one log line per logged step."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+from tuneforge.tuner.runlog import RunLog
+
+
+class ProgressCallback(TrainerCallback):
+    """Shows step/total, loss, learning rate, tokens/s, ETA and elapsed time while training runs.
+
+    Tokens/s counts real (non-padding) tokens: the Trainer tracks them when
+    `include_num_input_tokens_seen="non_padding"`.
+    """
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+        self.history: list[dict[str, float]] = []
+        self.bar = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=log.console, transient=False,
+        )  # fmt: skip
+        self.task: Any = None
+        self._last = (0.0, 0)  # (time, tokens) at the previous log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
+        self._last = (time.monotonic(), state.num_input_tokens_seen)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        now, tokens = time.monotonic(), state.num_input_tokens_seen
+        speed = (tokens - self._last[1]) / max(now - self._last[0], 1e-9)
+        self._last = (now, tokens)
+        entry = {"step": state.global_step, "loss": float(logs["loss"]),
+                 "learning_rate": float(logs.get("learning_rate", 0.0)), "tokens_per_s": speed,
+                 "tokens_seen": tokens, "elapsed_s": now - self.log.started}  # fmt: skip
+        self.history.append(entry)
+        stats = f"loss {entry['loss']:.4f}  lr {entry['learning_rate']:.2e}  {speed:,.0f} tok/s"
+        self.bar.update(self.task, stats=stats)
+        self.log.info(f"step {state.global_step}/{state.max_steps}  {stats}", show=not self.log.console.is_terminal)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.log.info(f"checkpoint saved: {args.output_dir}/checkpoint-{state.global_step}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.stop()

@@ -1,0 +1,80 @@
+"""Wrap the base model in LoRA and hand the loop to TRL's SFTTrainer, configured from our config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import TuneforgeConfig
+
+
+def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkpoint_dir: Path) -> Any:
+    from trl import SFTConfig
+
+    t = cfg.train
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(t.warmup_steps, t.max_steps // 5),
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        gradient_checkpointing=t.gradient_checkpointing,
+        max_length=t.max_seq_length,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,  # our rich bar replaces tqdm
+        dataloader_num_workers=0,
+        eval_strategy="no",  # held-out loss is measured before and after, not mid-run
+    )
+
+
+def build_trainer(model: Any, tokenizer: Any, args: Any, train_rows: list, eval_rows: list, callbacks: list) -> Any:
+    """Rows are already tokenized with labels, so SFTTrainer only batches them (dynamic padding)."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw dicts; our progress callback logs instead
+    return trainer
+
+
+def held_out_loss(trainer: Any) -> float | None:
+    if trainer.eval_dataset is None:
+        return None
+    return float(trainer.evaluate()["eval_loss"])

