@@ -38,6 +38,9 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
     if debug or os.environ.get("TUNEFORGE_DEBUG") == "1":
         fn()
         return
+    from tuneforge.quiet import quiet_libraries
+
+    quiet_libraries()
     try:
         fn()
     except UserError as exc:
@@ -139,8 +142,54 @@ def _later(name: str, summary: str) -> None:
 
 
 _later("eval", "Compare the base and the tuned model on held-out data.")
-_later("serve", "Serve the tuned model behind an OpenAI-compatible API.")
-_later("export", "Export a merged model or a GGUF file for llama.cpp and Ollama.")
+
+from tuneforge.serving.limits import Limits as _ServeLimits  # noqa: E402  (stdlib only: --help stays fast)
+
+_SERVE_LIMITS = _ServeLimits()
+
+
+@app.command()
+def serve(
+    adapter: Annotated[Optional[list[str]], typer.Option("--adapter", help="Results folder to serve, or NAME=FOLDER; repeat to serve several adapters on one base (default: results).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model; default: the one the adapters were trained on. Alone, it serves the base model only.")] = None,
+    host: Annotated[Optional[str], _opt("serve.host", "--host")] = None,
+    port: Annotated[Optional[int], _opt("serve.port", "--port")] = None,
+    api_key: Annotated[Optional[str], _opt("serve.api_key", "--api-key")] = None,
+    insecure_no_key: Annotated[bool, typer.Option("--insecure-no-key", help="Allow a non-loopback --host without an API key (trusted networks only).")] = False,
+    max_tokens_cap: Annotated[Optional[int], typer.Option("--max-tokens-cap", min=1, help=f"Longest answer one request may ask for, in tokens (default {_SERVE_LIMITS.max_tokens_cap}).")] = None,
+    queue_size: Annotated[Optional[int], typer.Option("--queue-size", min=0, help=f"Requests that may wait behind the running one; more get 429 (default {_SERVE_LIMITS.queue_size}).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with a serve: section (host, port, api_key).")] = None,
+    debug: Debug = False,
+) -> None:
+    """Serve the tuned model behind an OpenAI-compatible API, with a chat page at /."""
+    cli_values = {"serve.host": host, "serve.port": port, "serve.api_key": api_key}
+
+    def go() -> None:
+        from tuneforge.serving.command import run_serve
+
+        run_serve(adapter or [], model, cli_values, config, insecure_no_key, max_tokens_cap, queue_size)
+
+    _guard(go, debug)
+
+
+@app.command()
+def export(
+    adapter: Annotated[Path, typer.Option("--adapter", help="Results folder of a training run.")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the export into.")] = Path("exported"),
+    fmt: Annotated[str, typer.Option("--format", help="gguf: one file for llama.cpp, LM Studio and Ollama; hf: a merged safetensors folder.")] = "gguf",
+    quant: Annotated[Optional[str], typer.Option("--quant", help="GGUF only: f16 (default, closest to the tuned model) or q8_0 (half the size).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Export a merged model or a GGUF file for llama.cpp and Ollama."""
+
+    def go() -> None:
+        from tuneforge.export.command import run_export
+
+        run_export(adapter, out, fmt=fmt, quant=quant, overwrite=overwrite, model=model)
+
+    _guard(go, debug)
 
 
 def main() -> None:

@@ -117,6 +117,9 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    from tuneforge.quiet import hide_load_progress
+
+    hide_load_progress()
     path = _materialise(source)
     tokenizer = _guard_hub(source, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
     if tokenizer.pad_token is None:

@@ -36,6 +36,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.bar.update(self.task, completed=state.global_step)
+        if state.global_step == state.max_steps:
+            control.should_log = True  # the final loss always reaches the log and metrics.json
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
