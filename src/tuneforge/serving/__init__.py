@@ -1,0 +1,10 @@
+"""`tuneforge serve`: the tuned model behind the OpenAI API, with a small chat page.
+
+- command.py: `run_serve`; checks the settings and binds the port before the model loads
+- loading.py: the base model once, plus each LoRA adapter (safetensors only, no remote code)
+- engine.py: prompts to tokens, context checks, generation with the adapter a request names
+- request_queue.py: one generation at a time, a bounded line, 429 when it is full
+- app.py: the FastAPI app and its routes; schemas.py and responses.py: the OpenAI shapes
+- streaming.py: server-sent events; guards.py: API key and body size; errors.py: error shape
+- limits.py: the server's limits and their defaults
+"""

@@ -1,0 +1,75 @@
+"""Build the OpenAI response objects, whole or as stream chunks, for chat and text completions."""
+
+from __future__ import annotations
+
+from tuneforge.serving.engine import Result
+from tuneforge.serving.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Delta,
+    TextChoice,
+    TextCompletion,
+    Usage,
+    new_id,
+)
+
+
+def usage_of(result: Result) -> Usage:
+    return Usage(
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )  # fmt: skip
+
+
+class ChatShape:
+    """`chat.completion` and `chat.completion.chunk`; one id for every chunk of a stream."""
+
+    def __init__(self, model: str) -> None:
+        self.id, self.model = new_id("chatcmpl"), model
+
+    def whole(self, result: Result) -> ChatCompletion:
+        choice = ChatChoice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
+        return ChatCompletion(id=self.id, model=self.model, choices=[choice], usage=usage_of(result))
+
+    def _chunk(self, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, model=self.model, choices=[ChatChunkChoice(delta=delta, finish_reason=finish)]
+        )
+
+    def opening(self) -> ChatCompletionChunk:
+        return self._chunk(Delta(role="assistant", content=""))
+
+    def piece(self, text: str) -> ChatCompletionChunk:
+        return self._chunk(Delta(content=text))
+
+    def finish(self, reason: str) -> ChatCompletionChunk:
+        return self._chunk(Delta(), reason)
+
+    def usage(self, result: Result) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self.id, model=self.model, choices=[], usage=usage_of(result))
+
+
+class TextShape:
+    """`text_completion`, whole or chunked (the same object name in both, as OpenAI does)."""
+
+    def __init__(self, model: str) -> None:
+        self.id, self.model = new_id("cmpl"), model
+
+    def whole(self, result: Result) -> TextCompletion:
+        choice = TextChoice(text=result.text, finish_reason=result.finish_reason)
+        return TextCompletion(id=self.id, model=self.model, choices=[choice], usage=usage_of(result))
+
+    def opening(self) -> None:
+        return None
+
+    def piece(self, text: str) -> TextCompletion:
+        return TextCompletion(id=self.id, model=self.model, choices=[TextChoice(text=text)])
+
+    def finish(self, reason: str) -> TextCompletion:
+        return TextCompletion(id=self.id, model=self.model, choices=[TextChoice(text="", finish_reason=reason)])
+
+    def usage(self, result: Result) -> TextCompletion:
+        return TextCompletion(id=self.id, model=self.model, choices=[], usage=usage_of(result))
