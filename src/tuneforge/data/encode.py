@@ -5,7 +5,7 @@ We mark the trained tokens ourselves instead of TRL's `assistant_only_loss`: tha
 have none. Here the template renders the conversation once; each assistant turn is the text
 between "everything before it plus the generation prompt" and "everything through it", and
 a token is trained when its characters fall in such a span. The end-of-turn token is inside
-the span, so the model learns to stop.
+the span, so the model learns to stop. Plain-text rows (role 'text') train on every token.
 """
 
 from __future__ import annotations
@@ -13,52 +13,63 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.data.formats import TEXT_ROLE
+from tuneforge.data.templates import CHATML as CHATML_TEMPLATE
+from tuneforge.data.templates import chat_template
 from tuneforge.errors import UserError
 
 IGNORE = -100
-# Used only when a tokenizer has no chat template of its own (a base model).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+__all__ = ["CHATML_TEMPLATE", "IGNORE", "EncodeStats", "encode_all", "encode_conversation", "render"]
 
 
 @dataclass
 class EncodeStats:
     examples: int = 0
     truncated: int = 0
-    dropped: int = 0
-    lengths: list[int] = field(default_factory=list)
+    dropped: int = 0  # nothing left to learn from after truncation
+    dropped_long: int = 0  # over max length, with drop_long
+    lengths: list[int] = field(default_factory=list)  # full lengths, before truncation
+
+    def length_summary(self, max_length: int) -> str:
+        """'37 examples (0.2%) truncated to 512 tokens': over-long examples are never handled silently."""
+        share = lambda n: f"{n} examples ({100 * n / max(self.examples, 1):.1f}%)"
+        if self.dropped_long:
+            return f"{share(self.dropped_long)} over {max_length} tokens dropped (drop_long)"
+        return f"{share(self.truncated)} truncated to {max_length} tokens"
 
 
-def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    template = tokenizer.chat_template or CHATML_TEMPLATE
+def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, template: str | None = None) -> str:
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt, chat_template=template
+        messages, tokenize=False, add_generation_prompt=generation_prompt, chat_template=chat_template(tokenizer, template)
     )
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], template: str | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the character spans of every assistant turn in it."""
-    full = render(tokenizer, messages, generation_prompt=False)
+    if messages and messages[0]["role"] == TEXT_ROLE:
+        text = messages[0]["content"] + (tokenizer.eos_token or "")
+        return text, [(0, len(text))]
+    full = render(tokenizer, messages, False, template)
     spans = []
     for i, turn in enumerate(messages):
         if turn["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        through = render(tokenizer, messages[: i + 1], generation_prompt=False)
+        before = render(tokenizer, messages[:i], True, template) if i else ""
+        through = render(tokenizer, messages[: i + 1], False, template)
         if not (full.startswith(through) and through.startswith(before)):
             raise UserError(
                 "This model's chat template rewrites earlier turns when a new one is added, so the "
-                "answer tokens can't be located. Choose another model or a plain template."
+                "answer tokens can't be located. Choose another model, or a template with --template."
             )
         spans.append((len(before), len(through)))
     return full, spans
 
 
-def encode_conversation(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]]:
-    """{'input_ids', 'labels'}: labels copy the ids inside assistant spans and are -100 elsewhere."""
-    text, spans = assistant_spans(tokenizer, messages)
+def encode_conversation(
+    tokenizer: Any, messages: list[dict[str, str]], max_length: int, template: str | None = None
+) -> dict[str, list[int]]:
+    """{'input_ids', 'labels', 'full_length'}: labels copy the ids inside assistant spans, -100 elsewhere."""
+    text, spans = assistant_spans(tokenizer, messages, template)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = [
         token if any(start < end_ and end > start_ for start_, end_ in spans) else IGNORE
@@ -67,14 +78,21 @@ def encode_conversation(tokenizer: Any, messages: list[dict[str, str]], max_leng
     return {"input_ids": enc["input_ids"][:max_length], "labels": labels[:max_length], "full_length": len(labels)}
 
 
-def encode_all(tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int):
-    """Encode every conversation; count the truncated ones and drop those left with nothing to learn."""
+def encode_all(
+    tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int,
+    template: str | None = None, drop_long: bool = False,
+):  # fmt: skip
+    """Encode every conversation; count truncated ones (or drop them) and drop those with nothing to learn."""
     rows, stats = [], EncodeStats()
     for messages in conversations:
-        row = encode_conversation(tokenizer, messages, max_length)
+        row = encode_conversation(tokenizer, messages, max_length, template)
         stats.examples += 1
-        stats.lengths.append(min(row["full_length"], max_length))
-        stats.truncated += row.pop("full_length") > max_length
+        full = row.pop("full_length")
+        stats.lengths.append(full)
+        if full > max_length and drop_long:
+            stats.dropped_long += 1
+            continue
+        stats.truncated += full > max_length
         if all(label == IGNORE for label in row["labels"]):
             stats.dropped += 1
             continue
