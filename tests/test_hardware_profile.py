@@ -67,7 +67,7 @@ def test_profile_values_and_reasons(case):
     hw, params, expected = CASES[case]
     profile = recommend_profile(hw, params)
     assert tuple(profile.value(key) for key in KEYS) == expected
-    assert [s.key for s in profile.settings] == KEYS
+    assert [s.key for s in profile.settings] == KEYS + (["train.strategy"] if len(hw.cuda_gpus) > 1 else [])
     assert profile.device == expected[0]
     for setting in profile.settings:
         assert setting.reason.strip(), setting.key
@@ -182,3 +182,13 @@ def test_detect_hardware_on_this_machine(tmp_path):
         return
     assert (hw.kind, hw.label) == ("cpu", "CPU only")  # CI and the 2-core build machine
     assert hw.bitsandbytes == "not applicable (no CUDA)"
+
+
+def test_strategy_ddp_when_the_model_fits_one_gpu_fsdp_when_not():
+    """70B needs ~38 GB even in 4-bit: too much for one 24 GB GPU, so four of them shard it."""
+    fits = recommend_profile(cuda(24, count=4), BIG)
+    assert fits.value("train.strategy") == "ddp" and "full copy" in fits.overrides()["train.strategy"][1]
+    sharded = recommend_profile(cuda(24, count=4), 70_000_000_000)
+    value, reason = sharded.overrides()["train.strategy"]
+    assert value == "fsdp" and reason.startswith("fsdp: the 70B model does not fit") and "over the 4 GPUs" in reason
+    assert "train.strategy" not in recommend_profile(cuda(24), BIG).overrides()  # one GPU: nothing to share

@@ -20,6 +20,7 @@ reasons to the user. The rules of thumb, in the order they are applied:
    guide's 4 × 512, because there speed, not memory, is the limit.
 6. Gradient accumulation brings one update to 16 sequences (4 on a CPU, whose batch of 4
    already is one); several GPUs each add a batch, so they need less of it.
+7. Strategy for several GPUs: DDP when the model fits on one of them, FSDP when it doesn't.
 
 Weights are counted in GB (10^9 bytes) and capacities in GiB (what a "24 GB" card reports),
 which leaves a deliberate ~7% of slack.
@@ -117,6 +118,8 @@ def recommend_profile(hw: Hardware, model_params: int) -> Profile:
         Setting(key="train.max_seq_length", value=length, reason=_length_reason(device, batch, length, fits)),
         Setting(key="train.gradient_checkpointing", value=checkpointing, reason=ckpt_reason),
     ]
+    if len(hw.cuda_gpus) > 1:  # one device: nothing to share, so no strategy to explain
+        settings.append(Setting(key="train.strategy", **_strategy(plan, fits)))
     warnings = _warnings(plan, fits, batch * length)
     return Profile(device=device, settings=settings, warnings=warnings)
 
@@ -218,6 +221,18 @@ def _checkpointing(plan: _Plan) -> tuple[bool, str]:
     if plan.share > TIGHT:
         return True, f"on: {used}; recomputing activations saves memory at ~30% speed cost"
     return False, f"off: {used}; checkpointing would cost ~30% speed for memory you don't need"
+
+
+def _strategy(plan: _Plan, fits: bool) -> dict[str, str]:
+    """Rule 7: DDP (a full copy per GPU, the fastest) unless the model can't fit on one GPU; then FSDP shards it."""
+    gpus, size = len(plan.hw.cuda_gpus), params_label(plan.params)
+    if fits:
+        return {"value": "ddp", "reason": (
+            f"ddp: the {size} model fits on {plan.where}, so each of the {gpus} GPUs keeps a full copy "
+            "and trains its own batch, the fastest way to use them")}  # fmt: skip
+    return {"value": "fsdp", "reason": (
+        f"fsdp: the {size} model does not fit on {plan.where}; FSDP shards it over the {gpus} GPUs, "
+        f"about {_gb(plan.weights_gb / gpus)} of weights each")}  # fmt: skip
 
 
 def _mb_per_token(plan: _Plan, checkpointing: bool) -> float:
