@@ -1,0 +1,75 @@
+"""`tuneforge eval`: base vs tuned on held-out data, printed as a table and written as a report.
+
+Read `run_eval` top to bottom. Every check on the input (folder, files, base model, eval set,
+flags) runs before the model loads, so a mistake costs a second, not a model load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tuneforge.errors import UserError
+from tuneforge.evaluation import defaults
+
+
+def run_eval(
+    adapter: Path,
+    dataset: Path | None = None,
+    limit: int | None = defaults.LIMIT,
+    as_json: bool = False,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    batch_size: int = defaults.BATCH_SIZE,
+    out: Path | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    from tuneforge.evaluation.adapter import load_tuned, open_results
+    from tuneforge.evaluation.compare import eval_settings, evaluate_both, format_comparison_table
+    from tuneforge.evaluation.dataset import check_limit, load_eval_set
+    from tuneforge.evaluation.report import write_report
+
+    check_limit(limit)
+    _check_positive("--max-new-tokens", max_new_tokens)
+    _check_positive("--batch-size", batch_size)
+    run = open_results(adapter, model)
+    eval_path = dataset or adapter / "eval_set.jsonl"
+    examples = load_eval_set(eval_path, limit)
+    console = Console(stderr=as_json, highlight=False)  # with --json, stdout carries only the JSON
+    console.print(f"Evaluating {len(examples)} examples from {eval_path}: base model, then tuned model.")
+    tuned_model, tokenizer = load_tuned(run)
+    settings = eval_settings(max_new_tokens, batch_size, run.max_length, with_loss=True)
+    with _progress(console, 2 * len(examples)) as advance:
+        result = evaluate_both(tuned_model, tokenizer, examples, settings, advance)
+    result["run"] = {"adapter": str(adapter), "base_model": run.source.name, "eval_set": str(eval_path)}
+    files = write_report(out or adapter / "eval", result, run.training.get("loss_history", []))
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        console.print(format_comparison_table(result))
+    console.print(f"Report: {files['html']} (also report.md, metrics.json and PNG charts in {files['html'].parent})")
+    return result
+
+
+def _check_positive(flag: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"{flag} is {value}; it must be 1 or more.")
+
+
+class _progress:
+    """A progress bar over answers generated (base and tuned), or nothing when output isn't a terminal."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        from rich.progress import Progress
+
+        self.bar = Progress(console=console, transient=True, disable=not console.is_terminal)
+        self.task = self.bar.add_task("generating answers", total=total)
+
+    def __enter__(self):
+        self.bar.start()
+        return lambda done: self.bar.advance(self.task, done)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
