@@ -45,8 +45,10 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
         fn()
     except UserError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
+        # escape: messages quote user data, and text like "[/INST]" would break rich markup
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         typer.echo("\nStopped by Ctrl-C.", err=True)
@@ -57,6 +59,12 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
 def train(
     model: Annotated[Optional[str], _opt("model.name", "--model")] = None,
     dataset: Annotated[Optional[str], _opt("data.dataset", "--dataset")] = None,
+    data_format: Annotated[Optional[str], _opt("data.format", "--data-format")] = None,
+    data_map: Annotated[Optional[str], _opt("data.map", "--data-map")] = None,
+    dataset_split: Annotated[Optional[str], _opt("data.split", "--dataset-split")] = None,
+    template: Annotated[Optional[str], _opt("data.template", "--template")] = None,
+    val_size: Annotated[Optional[float], _opt("data.val_size", "--val-size")] = None,
+    drop_long: Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")] = None,
     output_dir: Annotated[Optional[Path], _opt("train.output_dir", "--output-dir")] = None,
     batch_size: Annotated[Optional[int], _opt("train.batch_size", "--batch-size")] = None,
     grad_accum: Annotated[Optional[int], _opt("train.grad_accum", "--grad-accum")] = None,
@@ -75,6 +83,13 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the results of an earlier run in --output-dir.")] = False,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the before/after check at the end.")] = False,
+    strategy: Annotated[Optional[str], _opt("train.strategy", "--strategy")] = None,
+    nproc: Annotated[Optional[str], typer.Option("--nproc", help="Train with N processes (one per GPU) under torchrun; 'auto': one per visible GPU.")] = None,
+    nnodes: Annotated[Optional[int], typer.Option("--nnodes", help="Machines taking part; run the same command on each (with --nproc).")] = None,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's number, 0 to nnodes-1; 0 writes the results.")] = 0,
+    master_addr: Annotated[Optional[str], typer.Option("--master-addr", help="Address of the node-rank 0 machine, reachable from all.")] = None,
+    master_port: Annotated[Optional[int], typer.Option("--master-port", help="Free TCP port on the node-rank 0 machine (default 29500).")] = None,
+    launcher: Annotated[str, typer.Option("--launcher", help="torchrun (default) or accelerate, to start the processes.")] = "torchrun",
     debug: Debug = False,
 ) -> None:
     """LoRA-tune a model (default: SmolLM2-135M on medical terms, fully offline)."""
@@ -87,9 +102,19 @@ def train(
     }  # fmt: skip
     if no_eval:
         cli_values["train.eval_examples"] = 0
+    cli_values["train.strategy"] = strategy
+    cli_values.update({"data.format": data_format, "data.map": data_map, "data.split": dataset_split,
+                       "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
 
     def go() -> None:
+        from tuneforge.distributed import is_launched_child
         from tuneforge.train import run_train
+
+        if (nproc or nnodes) and not is_launched_child():
+            from tuneforge.launch import LaunchOptions, run_launch
+
+            opts = LaunchOptions(nproc or "auto", nnodes or 1, node_rank, master_addr, master_port, launcher)
+            return run_launch(cli_values, config, opts, overwrite=overwrite, dry_run=dry_run, debug=debug)
 
         run_train(cli_values, config_file=config, dry_run=dry_run, as_json=as_json, overwrite=overwrite)
 
@@ -141,11 +166,29 @@ def _later(name: str, summary: str) -> None:
     app.command(name, context_settings=_LOOSE)(command)
 
 
-_later("eval", "Compare the base and the tuned model on held-out data.")
+from tuneforge.evaluation import defaults as _EVAL  # noqa: E402  (stdlib only: --help stays fast)
 
-from tuneforge.serving.limits import Limits as _ServeLimits  # noqa: E402  (stdlib only: --help stays fast)
 
-_SERVE_LIMITS = _ServeLimits()
+@app.command("eval")
+def eval_(
+    adapter: Annotated[Path, typer.Option("--adapter", help="Results folder of a training run.")] = Path("results"),
+    dataset: Annotated[Optional[Path], typer.Option("--dataset", help="JSONL of held-out conversations; default: <adapter>/eval_set.jsonl, never trained on.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Score only the first N examples.")] = _EVAL.LIMIT,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer in tokens.")] = _EVAL.MAX_NEW_TOKENS,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts answered together (faster, more memory).")] = _EVAL.BATCH_SIZE,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for report.html, report.md, metrics.json and charts; default: <adapter>/eval.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Compare the base and the tuned model on held-out data: loss, ROUGE, BLEU, answers side by side."""
+
+    def go() -> None:
+        from tuneforge.evaluation.command import run_eval
+
+        run_eval(adapter, dataset, limit, as_json, max_new_tokens, batch_size, out, model)
+
+    _guard(go, debug)
 
 
 @app.command()
@@ -156,18 +199,19 @@ def serve(
     port: Annotated[Optional[int], _opt("serve.port", "--port")] = None,
     api_key: Annotated[Optional[str], _opt("serve.api_key", "--api-key")] = None,
     insecure_no_key: Annotated[bool, typer.Option("--insecure-no-key", help="Allow a non-loopback --host without an API key (trusted networks only).")] = False,
-    max_tokens_cap: Annotated[Optional[int], typer.Option("--max-tokens-cap", min=1, help=f"Longest answer one request may ask for, in tokens (default {_SERVE_LIMITS.max_tokens_cap}).")] = None,
-    queue_size: Annotated[Optional[int], typer.Option("--queue-size", min=0, help=f"Requests that may wait behind the running one; more get 429 (default {_SERVE_LIMITS.queue_size}).")] = None,
+    max_tokens_cap: Annotated[Optional[int], _opt("serve.max_tokens_cap", "--max-tokens-cap")] = None,
+    queue_size: Annotated[Optional[int], _opt("serve.queue_size", "--queue-size")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with a serve: section (host, port, api_key).")] = None,
     debug: Debug = False,
 ) -> None:
     """Serve the tuned model behind an OpenAI-compatible API, with a chat page at /."""
-    cli_values = {"serve.host": host, "serve.port": port, "serve.api_key": api_key}
+    cli_values = {"serve.host": host, "serve.port": port, "serve.api_key": api_key,
+                  "serve.max_tokens_cap": max_tokens_cap, "serve.queue_size": queue_size}  # fmt: skip
 
     def go() -> None:
         from tuneforge.serving.command import run_serve
 
-        run_serve(adapter or [], model, cli_values, config, insecure_no_key, max_tokens_cap, queue_size)
+        run_serve(adapter or [], model, cli_values, config, insecure_no_key)
 
     _guard(go, debug)
 
@@ -188,6 +232,38 @@ def export(
         from tuneforge.export.command import run_export
 
         run_export(adapter, out, fmt=fmt, quant=quant, overwrite=overwrite, model=model)
+
+    _guard(go, debug)
+
+
+data_app = typer.Typer(help="Check training data before a run.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    dataset: Annotated[Optional[str], _opt("data.dataset", "--dataset")] = None,
+    data_format: Annotated[Optional[str], _opt("data.format", "--data-format")] = None,
+    data_map: Annotated[Optional[str], _opt("data.map", "--data-map")] = None,
+    dataset_split: Annotated[Optional[str], _opt("data.split", "--dataset-split")] = None,
+    template: Annotated[Optional[str], _opt("data.template", "--template")] = None,
+    val_size: Annotated[Optional[float], _opt("data.val_size", "--val-size")] = None,
+    drop_long: Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")] = None,
+    model: Annotated[Optional[str], _opt("model.name", "--model")] = None,
+    max_seq_length: Annotated[Optional[int], _opt("train.max_seq_length", "--max-seq-length")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with config sections (see configs/).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Report format, counts, token lengths, the split and one rendered example; loads only the tokenizer."""
+    cli_values = {"data.dataset": dataset, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
+                  "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long,
+                  "model.name": model, "train.max_seq_length": max_seq_length}  # fmt: skip
+
+    def go() -> None:
+        from tuneforge.data_check import run_data_check
+
+        run_data_check(cli_values, config_file=config, as_json=as_json)
 
     _guard(go, debug)
 

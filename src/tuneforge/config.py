@@ -34,12 +34,48 @@ class ModelSection(Section):
 class DataSection(Section):
     dataset: str = Field(
         "medical-terms",
-        description="Training data: a preset name (medical-terms, offline), a .jsonl/.json file, or a Hugging Face dataset id.",
+        description="Training data: a preset (medical-terms, offline; wiki-medical-terms, medical-flashcards, alpaca, online), "
+        "a .jsonl/.json/.csv/.tsv/.parquet/.txt file, a folder with train.* and validation.*, or a Hugging Face dataset id.",
     )
     eval_fraction: float = Field(
         0.02, gt=0, lt=1, description="Share of examples held out for evaluation (never trained on)."
     )
     eval_min: int = Field(200, ge=1, description="Hold out at least this many examples.")
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "llama2-text"] = Field(
+        "auto", description="Data format; auto detects it from the first row's fields."
+    )
+    map: dict[str, str] | None = Field(
+        None,
+        description="Rename your columns to ours, e.g. question=instruction,answer=output "
+        "(targets: messages, conversations, instruction, input, output, system, history, prompt, completion, text).",
+    )
+    template: Literal["auto", "chatml", "llama2", "alpaca", "plain"] = Field(
+        "auto", description="Chat template: auto uses the tokenizer's own, else chatml; name one for a base model."
+    )
+    val_size: float | None = Field(
+        None, gt=0, description="Held-out examples for the validation loss: a fraction (0.05) or a count (200); overrides eval_fraction and eval_min."
+    )
+    drop_long: bool = Field(
+        False, description="Drop examples longer than max_seq_length instead of truncating them (counted either way)."
+    )
+    split: str = Field("train", description="Split of a Hugging Face or saved dataset to train on.")
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _parse_map(cls, value: object) -> object:
+        """Accept the CLI's 'a=b,c=d' as well as a YAML mapping; targets must be fields we read."""
+        from tuneforge.data.formats import FIELDS
+
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            if any(len(pair) != 2 or not all(p.strip() for p in pair) for pair in pairs):
+                raise ValueError("write it as yourcolumn=ourfield pairs separated by commas, e.g. question=instruction,answer=output")
+            value = {source.strip(): target.strip() for source, target in pairs}
+        if isinstance(value, dict):
+            unknown = [t for t in value.values() if t not in FIELDS]
+            if unknown:
+                raise ValueError(f"'{unknown[0]}' is not a field tuneforge reads; map to one of {', '.join(FIELDS)}")
+        return value
 
 
 class LoraSection(Section):
@@ -70,11 +106,23 @@ class TrainSection(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations to save memory, at about 30% more time."
     )
+    padding_free: bool = Field(
+        True,
+        description="Join each micro-batch into one row without padding; attention never crosses examples.",
+    )
+    group_by_length: bool = Field(
+        False, description="Batch examples of similar length together, so less padding is computed."
+    )
     logging_steps: int = Field(5, ge=1, description="Log loss and speed every N steps.")
     save_steps: int = Field(50, ge=1, description="Save a checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")
     eval_examples: int = Field(
         20, ge=0, description="Held-out examples for the quick before/after check at the end (0 skips it)."
+    )
+    strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = Field(
+        "ddp",
+        description="How several processes (--nproc) share the work: ddp copies the model to each GPU; "
+        "fsdp and deepspeed-zero2/3 shard it when it does not fit on one (configs/ holds their settings).",
     )
 
     @field_validator("learning_rate")
@@ -89,6 +137,8 @@ class ServeSection(Section):
     host: str = Field("127.0.0.1", description="Address to listen on; 127.0.0.1 keeps it on this machine.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port of the server.")
     api_key: str | None = Field(None, description="Require this key as a Bearer token (env TUNEFORGE_API_KEY).")
+    max_tokens_cap: int = Field(512, ge=1, description="Longest answer one request may ask for, in tokens.")
+    queue_size: int = Field(8, ge=0, description="Requests that may wait behind the running one; more get 429.")
 
 
 class TuneforgeConfig(Section):

@@ -134,7 +134,7 @@ def load_model(source: ModelSource, dtype: Any, device: str, load_in_4bit: bool 
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config(dtype)
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each DDP rank on its own GPU
     path = _materialise(source)
     model = _guard_hub(source, lambda: AutoModelForCausalLM.from_pretrained(path, **kwargs))
     return model if load_in_4bit else model.to(device)

@@ -62,54 +62,67 @@ def preflight(resolved: ResolvedConfig, overwrite: bool) -> dict[str, Any]:
     """Everything that can fail on bad input, in seconds, before any model loads."""
     from tuneforge.data import load_conversations
     from tuneforge.devices import check_four_bit, pick_device, pick_precision, prepare_environment
+    from tuneforge.distributed import output_for_rank, setup_rank
     from tuneforge.model_loading import resolve_model
-    from tuneforge.tuner.output_dir import prepare_output_dir
-    from tuneforge.tuner.runlog import RunLog
 
     cfg = resolved.config
     device = pick_device(cfg.train.device, resolved.hardware)
     precision = pick_precision(cfg.train.precision, device)
     check_four_bit(cfg.model.load_in_4bit, device)
     prepare_environment(device)
+    setup_rank(device)
     source = resolve_model(cfg.model.name)
-    data = load_conversations(cfg.data.dataset)
+    data = load_conversations(cfg.data.dataset, data=cfg.data)
     if not data.conversations:
         raise UserError(f"The dataset '{cfg.data.dataset}' has no usable examples. Check the file or the preset name.")
-    out = prepare_output_dir(cfg.train.output_dir, overwrite)
-    return {"device": device, "precision": precision, "source": source, "data": data, "out": out, "log": RunLog(out)}
+    out, log = output_for_rank(cfg.train.output_dir, overwrite)  # only rank 0 writes files or prints
+    return {"device": device, "precision": precision, "source": source, "data": data, "out": out, "log": log}
 
 
 def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any]:
     from tuneforge.data.split import split_heldout, write_jsonl
+    from tuneforge.distributed import gathered_state_dict, is_main_process, plain_copies, run_shape, undo_eval_prepare
 
     cfg, out, started = resolved.config, plan["out"], time.monotonic()
+    plain = plain_copies(cfg.train.strategy)  # False under FSDP/DeepSpeed: no extra eval or rank-0 generation
     log_setup(log, resolved, plan)
     train_set, eval_set = split_heldout(
         plan["data"].conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed
     )
-    write_jsonl(out / "eval_set.jsonl", eval_set)
+    if is_main_process():
+        write_jsonl(out / "eval_set.jsonl", eval_set)
     model, tokenizer = load_base(plan, cfg, log)
     train_rows, eval_rows = encode_splits(tokenizer, train_set, eval_set, cfg, log)
     trainer, progress = make_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, log)
-    before = held_out(trainer, log, "base model")
+    before = held_out(trainer, log, "base model") if plain else None
+    undo_eval_prepare(trainer)  # or train() skips the DDP wrap and ranks drift apart
     train_started = time.monotonic()
     trainer.train()
     train_time = time.monotonic() - train_started
-    after = held_out(trainer, log, "tuned model")
+    after = held_out(trainer, log, "tuned model") if plain else None
     metrics = collect_metrics(trainer, progress, plan, (before, after), (started, train_time), (len(train_rows), len(eval_rows)))
+    metrics.update(run_shape(cfg.train.batch_size, cfg.train.grad_accum))  # tokens_per_s is already summed over ranks
+    plan["adapter_state"] = gathered_state_dict(trainer, cfg.train.strategy)  # all ranks join; FSDP/ZeRO-3 only
+    if not is_main_process():
+        return metrics
     save_results(trainer, tokenizer, resolved, plan, progress, metrics, log)
-    show_comparison(trainer.model, tokenizer, eval_set, out, log)
+    if plain:
+        show_comparison(trainer.model, tokenizer, eval_set, out, log)
     log.section(f"Done in {time.monotonic() - started:.0f} s. Results in {out}")
     log.info(f'Try it: tuneforge chat --adapter {out} "Please tell me about Bursitis."')
     return metrics
 
 
 def log_setup(log, resolved: ResolvedConfig, plan: dict[str, Any]) -> None:
+    from tuneforge.distributed import describe_processes
+
     log.section("tuneforge train")
     hw = resolved.hardware
     if hw is not None:
         log.info(f"hardware: {hw.label}; {hw.cpu_model}, {hw.cpu_cores} cores, {hw.ram_gb:.0f} GB RAM")
     log.info(f"device: {plan['device']}, precision: {plan['precision']}")
+    if (line := describe_processes(resolved.config.train)) is not None:
+        log.info(line)
     log.info(f"model: {plan['source'].description}")
     log.info(f"data: {plan['data'].source}")
     if plan["data"].licence:
@@ -141,8 +154,8 @@ def encode_splits(tokenizer, train_set, eval_set, cfg, log) -> tuple[list, list]
     from tuneforge.data.encode import encode_all
 
     max_len = cfg.train.max_seq_length
-    train_rows, stats = encode_all(tokenizer, train_set, max_len)
-    eval_rows, _ = encode_all(tokenizer, eval_set[: cfg.train.eval_examples], max_len)
+    train_rows, stats = encode_all(tokenizer, train_set, max_len, cfg.data.template, cfg.data.drop_long)
+    eval_rows, _ = encode_all(tokenizer, eval_set[: cfg.train.eval_examples], max_len, cfg.data.template)
     if not train_rows:
         raise UserError("No training example has answer tokens left after encoding. Raise --max-seq-length.")
     lengths = sorted(stats.lengths)
@@ -150,12 +163,12 @@ def encode_splits(tokenizer, train_set, eval_set, cfg, log) -> tuple[list, list]
     log.section("data")
     log.info(f"{len(train_set)} training examples, {len(eval_set)} held out (eval_set.jsonl)")
     log.info(f"tokens per example: min {lengths[0]}, median {pick(0.5)}, p95 {pick(0.95)}, max {lengths[-1]}")
-    log.info(f"{stats.truncated} examples ({100 * stats.truncated / stats.examples:.1f}%) cut to {max_len} tokens; "
-             f"{stats.dropped} dropped with no answer left")  # fmt: skip
+    log.info(f"{stats.length_summary(max_len)}; {stats.dropped} dropped with no answer left")
     return train_rows, eval_rows
 
 
 def make_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, log):
+    from tuneforge.distributed import apply_strategy
     from tuneforge.tuner.checkpoints import JsonTrainingArgsCallback
     from tuneforge.tuner.progress import ProgressCallback
     from tuneforge.tuner.trainer_setup import add_lora, build_trainer, training_arguments
@@ -164,6 +177,7 @@ def make_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, log):
     trainable, total = model.get_nb_trainable_parameters()
     log.info(f"LoRA: {trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * trainable / total:.2f}%)")
     args = training_arguments(cfg, plan["device"], plan["precision"], plan["out"] / "checkpoints")
+    args = apply_strategy(args, cfg.train.strategy)
     progress = ProgressCallback(log)
     return build_trainer(model, tokenizer, args, train_rows, eval_rows, [progress, JsonTrainingArgsCallback()]), progress
 
@@ -208,10 +222,12 @@ def peak_memory_mb(device: str) -> float:
 
 
 def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> None:
+    from tuneforge.data.templates import chat_template
     from tuneforge.tuner import results
 
     out = plan["out"]
-    trainer.model.save_pretrained(out)  # adapter_model.safetensors + adapter_config.json
+    trainer.model.save_pretrained(out, state_dict=plan.get("adapter_state"))  # adapter_model.safetensors + adapter_config.json
+    tokenizer.chat_template = chat_template(tokenizer, resolved.config.data.template)  # what training used
     tokenizer.save_pretrained(out)
     results.write_config(out, resolved)
     results.write_json(out / "training_args.json", json.loads(trainer.args.to_json_string()))
@@ -233,8 +249,8 @@ def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> 
 def show_comparison(model, tokenizer, eval_set, out: Path, log) -> None:
     from tuneforge.tuner.compare import base_vs_tuned, comparison_table
 
-    if not eval_set:
-        return
+    if not eval_set or not any(m["role"] == "user" for m in eval_set[0]):
+        return  # plain-text data has no question to ask
     sample = base_vs_tuned(model, tokenizer, eval_set[0])
     log.section("one held-out question, base vs tuned")
     for key in ("question", "base", "tuned", "reference"):

@@ -23,8 +23,6 @@ def run_serve(
     cli_values: dict[str, Any] | None = None,
     config_file: Path | None = None,
     insecure_no_key: bool = False,
-    max_tokens_cap: int | None = None,
-    queue_size: int | None = None,
 ) -> None:
     from tuneforge.config_resolve import resolve_config
     from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
@@ -35,7 +33,7 @@ def run_serve(
     specs = parse_adapter_specs(adapters or ([] if model else ["results"]))
     base = base_model_name(specs, model)
     sock = bind(serve.host, serve.port)
-    limits = _limits(max_tokens_cap, queue_size)
+    limits = Limits(max_tokens_cap=serve.max_tokens_cap, queue_size=serve.queue_size)
     try:
         engine = load_engine(specs, base)
         _serve(engine, sock, serve.api_key, limits)
@@ -93,14 +91,6 @@ def bind(host: str, port: int) -> socket.socket:
         ) from None
     sock.listen(128)
     return sock
-
-
-def _limits(max_tokens_cap: int | None, queue_size: int | None) -> Limits:
-    defaults = Limits()
-    return Limits(
-        max_tokens_cap=defaults.max_tokens_cap if max_tokens_cap is None else max_tokens_cap,
-        queue_size=defaults.queue_size if queue_size is None else queue_size,
-    )
 
 
 def _serve(engine: Any, sock: socket.socket, api_key: str | None, limits: Limits) -> None:

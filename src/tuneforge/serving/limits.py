@@ -1,15 +1,19 @@
 """The server's limits and their defaults, in one place; `tuneforge serve` flags override them.
 
-Kept free of heavy imports so the CLI can show the defaults in --help cheaply.
+The request caps come from the config's serve section; the body cap is a fixed guard.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuneforge.config import ServeSection
+
+_FIELDS = ServeSection.model_fields  # the defaults live once, in the config
+
 
 @dataclass(frozen=True)
 class Limits:
-    max_tokens_cap: int = 512  # longest answer one request may ask for, in tokens
-    queue_size: int = 8  # requests that may wait behind the running one before the server says 429
+    max_tokens_cap: int = _FIELDS["max_tokens_cap"].default
+    queue_size: int = _FIELDS["queue_size"].default
     max_body_bytes: int = 1_000_000  # far above any prompt that fits a small model's context

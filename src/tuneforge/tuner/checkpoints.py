@@ -15,6 +15,8 @@ class JsonTrainingArgsCallback(TrainerCallback):
     """
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return  # under DDP only rank 0 owns the checkpoint folder
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         pickled = folder / "training_args.bin"
         if pickled.exists():

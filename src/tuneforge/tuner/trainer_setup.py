@@ -47,7 +47,9 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
         gradient_checkpointing=t.gradient_checkpointing,
-        max_length=t.max_seq_length,
+        max_length=None,  # rows are cut to max_seq_length in encode_all, which counts what it cuts
+        padding_free=t.padding_free,  # TRL flattens the batch and passes position_ids; sdpa masks per example
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=True,  # our rich bar replaces tqdm
