@@ -28,15 +28,16 @@ def load(model_name: str):
 
     from tuneforge.model_loading import load_model, load_tokenizer, resolve_model
 
-    if model_name == "tiny":  # the test suite's 2-layer llama, built in seconds
+    if model_name == "tiny":  # the test suite's 2-layer llama, built in seconds and held in memory
         from tests.conftest import build_tiny_model, build_tiny_tokenizer
 
-        folder = Path(tempfile.mkdtemp(prefix="tiny-llama-"))
-        build_tiny_model(folder, build_tiny_tokenizer(folder))
-        model_name = str(folder)
-    source = resolve_model(model_name)
-    tokenizer = load_tokenizer(source)
-    model = load_model(source, torch.float32, DEVICE)
+        with tempfile.TemporaryDirectory(prefix="tiny-llama-") as folder:
+            build_tiny_model(Path(folder), build_tiny_tokenizer(Path(folder)))
+            source = resolve_model(folder)
+            tokenizer, model = load_tokenizer(source), load_model(source, torch.float32, DEVICE)
+    else:
+        source = resolve_model(model_name)
+        tokenizer, model = load_tokenizer(source), load_model(source, torch.float32, DEVICE)
     lora = LoraConfig(r=32, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
     return get_peft_model(model, lora).eval(), tokenizer
 

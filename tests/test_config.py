@@ -67,7 +67,7 @@ def test_dry_run_prints_every_value_with_its_source():
     result = tuneforge("train", "--dry-run", "--max-steps", "3")
     assert result.returncode == 0, result.stderr
     assert "train.max_steps = 3  (cli --max-steps)" in result.stdout
-    assert "train.learning_rate = 0.0002  (default)" in result.stdout
+    assert "train.learning_rate = 0.001  (default)" in result.stdout
     assert "Dry run" in result.stdout
 
 

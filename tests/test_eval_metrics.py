@@ -47,6 +47,7 @@ def test_eval_set_reading(tmp_path):
     good = tmp_path / "good.jsonl"
     rows = [{"messages": [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]},
             {"messages": [{"role": "user", "content": "Q2"}]},  # no answer: skipped
+            {"messages": [{"role": "assistant", "content": "plain text"}]},  # no question: skipped
             {"instruction": "Q3", "output": "A3"}]  # fmt: skip
     good.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     examples = load_eval_set(good, limit=None)
@@ -107,6 +108,7 @@ def test_batched_generation_equals_one_at_a_time(tiny_results):
     from tuneforge.evaluation.generation import generate_answers
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_results)
+    tokenizer.padding_side = "right"  # as training pads; generation needs left padding and must put this back
     base = AutoModelForCausalLM.from_pretrained(
         json.loads((tiny_results / "adapter_config.json").read_text())["base_model_name_or_path"]
     )
@@ -120,7 +122,7 @@ def test_batched_generation_equals_one_at_a_time(tiny_results):
     assert [a.text for a in batched] == [a.text for a in single]
     assert [(a.tokens, a.stopped) for a in batched] == [(a.tokens, a.stopped) for a in single]
     assert all(a.tokens <= 12 and (a.stopped or a.tokens == 12) for a in batched)
-    assert tokenizer.padding_side == "right", "generation must restore the tokenizer's padding side"
+    assert tokenizer.padding_side == "right", "generation must put the tokenizer's padding side back"
 
 
 def test_answer_ends_at_the_first_end_of_turn_token(tiny_model_dir):

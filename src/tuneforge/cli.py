@@ -65,6 +65,8 @@ def train(
     template: Annotated[Optional[str], _opt("data.template", "--template")] = None,
     val_size: Annotated[Optional[float], _opt("data.val_size", "--val-size")] = None,
     drop_long: Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")] = None,
+    packing: Annotated[Optional[bool], _opt("train.padding_free", "--packing/--no-packing")] = None,
+    group_by_length: Annotated[Optional[bool], _opt("train.group_by_length", "--group-by-length")] = None,
     output_dir: Annotated[Optional[Path], _opt("train.output_dir", "--output-dir")] = None,
     batch_size: Annotated[Optional[int], _opt("train.batch_size", "--batch-size")] = None,
     grad_accum: Annotated[Optional[int], _opt("train.grad_accum", "--grad-accum")] = None,
@@ -103,6 +105,7 @@ def train(
     if no_eval:
         cli_values["train.eval_examples"] = 0
     cli_values["train.strategy"] = strategy
+    cli_values.update({"train.padding_free": packing, "train.group_by_length": group_by_length})
     cli_values.update({"data.format": data_format, "data.map": data_map, "data.split": dataset_split,
                        "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
 

@@ -98,9 +98,9 @@ class TrainSection(Section):
     )
     batch_size: int = Field(4, ge=1, description="Examples per step on each device (micro-batch).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches added up before each optimizer step.")
-    max_steps: int = Field(100, ge=1, description="Optimizer steps to train for.")
+    max_steps: int = Field(150, ge=1, description="Optimizer steps to train for.")
     max_seq_length: int = Field(512, ge=16, description="Longest example in tokens; longer ones are cut.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of the LoRA weights.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the LoRA weights.")
     warmup_steps: int = Field(5, ge=0, description="Steps of linear learning-rate warm-up.")
     seed: int = Field(42, description="Random seed for data order, split and LoRA init.")
     gradient_checkpointing: bool = Field(
@@ -117,7 +117,7 @@ class TrainSection(Section):
     save_steps: int = Field(50, ge=1, description="Save a checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")
     eval_examples: int = Field(
-        20, ge=0, description="Held-out examples for the quick before/after check at the end (0 skips it)."
+        32, ge=0, description="Held-out examples for the quick before/after check at the end (0 skips it)."
     )
     strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = Field(
         "ddp",

@@ -44,7 +44,22 @@ def print_dry_run(resolved: ResolvedConfig, as_json: bool) -> None:
     console.print(f"Hardware: {resolved.hardware.label}" if resolved.hardware else "Hardware: not checked")
     for line in describe_config(resolved):
         console.print(line, markup=False)
-    console.print("Dry run: nothing was loaded or trained.")
+    dry_run_data_report(resolved, console)
+    console.print("Dry run: no model was loaded and nothing was trained.")
+
+
+def dry_run_data_report(resolved: ResolvedConfig, console: Console) -> None:
+    """The data report too, when the tokenizer is at hand; never a 20 s model conversion here."""
+    from tuneforge.model_loading import cache_root, resolve_model
+
+    source = resolve_model(resolved.config.model.name)
+    cached = source.kind == "local" or (source.kind == "preset" and (cache_root() / "models" / source.name).is_dir())
+    if not cached:
+        console.print("Data report: run `tuneforge data check` (it needs the model's tokenizer).")
+        return
+    from tuneforge.data_check import check_data
+
+    check_data(resolved.config)
 
 
 def describe_config(resolved: ResolvedConfig) -> list[str]:
@@ -99,15 +114,16 @@ def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any
     train_started = time.monotonic()
     trainer.train()
     train_time = time.monotonic() - train_started
+    trainer.model.config.use_cache = True  # training turned the KV cache off; generation wants it back
     after = held_out(trainer, log, "tuned model") if plain else None
     metrics = collect_metrics(trainer, progress, plan, (before, after), (started, train_time), (len(train_rows), len(eval_rows)))
+    if plain and is_main_process():
+        metrics["quick_eval"] = quick_check(trainer.model, tokenizer, eval_set, cfg, log)
     metrics.update(run_shape(cfg.train.batch_size, cfg.train.grad_accum))  # tokens_per_s is already summed over ranks
     plan["adapter_state"] = gathered_state_dict(trainer, cfg.train.strategy)  # all ranks join; FSDP/ZeRO-3 only
     if not is_main_process():
         return metrics
     save_results(trainer, tokenizer, resolved, plan, progress, metrics, log)
-    if plain:
-        show_comparison(trainer.model, tokenizer, eval_set, out, log)
     log.section(f"Done in {time.monotonic() - started:.0f} s. Results in {out}")
     log.info(f'Try it: tuneforge chat --adapter {out} "Please tell me about Bursitis."')
     return metrics
@@ -246,13 +262,22 @@ def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> 
     log.info(f"saved adapter, tokenizer, tuneforge.yaml, metrics.json, loss.png and README.md in {out}")
 
 
-def show_comparison(model, tokenizer, eval_set, out: Path, log) -> None:
-    from tuneforge.tuner.compare import base_vs_tuned, comparison_table
+def quick_check(model, tokenizer, eval_set, cfg, log) -> dict[str, Any] | None:
+    """Base vs tuned on a few held-out questions: figures, and one answer pair side by side."""
+    from tuneforge.evaluation.compare import format_comparison_table, quick_eval
+    from tuneforge.tuner.compare import comparison_table
 
-    if not eval_set or not any(m["role"] == "user" for m in eval_set[0]):
-        return  # plain-text data has no question to ask
-    sample = base_vs_tuned(model, tokenizer, eval_set[0])
-    log.section("one held-out question, base vs tuned")
+    questions = [c for c in eval_set if any(m["role"] == "user" for m in c)]  # plain text has no question
+    if cfg.train.eval_examples == 0 or not questions:
+        return None
+    started = time.monotonic()
+    result = quick_eval(model, tokenizer, questions, limit=cfg.train.eval_examples)
+    log.section(f"before/after on {result['examples']} held-out questions ({time.monotonic() - started:.0f} s)")
+    for key, tuned in result["tuned"].items():
+        log.info(f"{key}: base {result['base'][key]:.4f}, tuned {tuned:.4f}, difference {result['diff'][key]:+.4f}", show=False)
+    log.console.print(format_comparison_table(result))
+    sample = result["samples"][0]
     for key in ("question", "base", "tuned", "reference"):
         log.info(f"{key}: {sample[key]}", show=False)
     log.console.print(comparison_table(sample))
+    return {key: result[key] for key in ("examples", "settings", "base", "tuned", "diff", "samples")}

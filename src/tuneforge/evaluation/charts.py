@@ -53,17 +53,19 @@ def metrics_chart(path: Path, result: dict[str, Any]) -> Path:
 
 
 def loss_chart(path: Path, history: list[dict[str, float]], result: dict[str, Any]) -> Path | None:
-    """The run's training loss, with this evaluation's held-out loss of base and tuned as stars."""
-    has_loss = "heldout_loss" in result["tuned"]
-    if not history and not has_loss:
+    """The run's training loss, with this evaluation's held-out loss of base and tuned as stars.
+
+    None without a training history (a results folder with no metrics.json): two stars alone
+    on a step axis would say nothing the bar chart doesn't.
+    """
+    if not history:
         return None
+    has_loss = "heldout_loss" in result["tuned"]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    if history:
-        ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", label="training loss")
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", label="training loss")
     if has_loss:
-        last = history[-1]["step"] if history else 1
-        for step, name, colour in ((0, "base", _BASE), (last, "tuned", _TUNED)):
+        for step, name, colour in ((0, "base", _BASE), (history[-1]["step"], "tuned", _TUNED)):
             value = result[name]["heldout_loss"]
             ax.scatter(
                 [step], [value], marker="*", s=180, zorder=3, color=colour, label=f"held-out, {name}: {value:.3f}"

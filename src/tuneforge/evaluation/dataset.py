@@ -28,11 +28,16 @@ class EvalExample:
 
 
 def to_examples(conversations: list[Conversation]) -> list[EvalExample]:
-    """Keep conversations that end in a non-empty assistant answer; that answer is the reference."""
+    """Keep conversations that end in a non-empty answer to a user turn; that answer is the reference.
+
+    Plain text (one assistant turn, no question) gives nothing to prompt with, so it is left out.
+    """
     examples = []
     for messages in conversations:
-        if messages and messages[-1].get("role") == "assistant" and str(messages[-1].get("content", "")).strip():
-            examples.append(EvalExample(messages, messages[:-1], messages[-1]["content"]))
+        *prompt, last = messages or [{}]
+        answered = last.get("role") == "assistant" and str(last.get("content", "")).strip()
+        if answered and any(turn.get("role") == "user" for turn in prompt):
+            examples.append(EvalExample(messages, prompt, last["content"]))
     return examples
 
 
@@ -52,8 +57,8 @@ def load_eval_set(path: Path, limit: int | None) -> list[EvalExample]:
     examples = to_examples(rows)
     if not examples:
         raise UserError(
-            f"The eval set '{path}' has no answers to compare with ({len(rows)} rows, none ending in a "
-            'non-empty assistant message). Each line needs {"messages": [..., {"role": "assistant", '
+            f"The eval set '{path}' has no answers to compare with ({len(rows)} rows, none ending in an "
+            'answer to a user question). Each line needs {"messages": [..., {"role": "assistant", '
             '"content": "..."}]} or {"instruction": ..., "output": ...}.'
         )
     return examples[:limit] if limit else examples

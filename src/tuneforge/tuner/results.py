@@ -59,6 +59,11 @@ def write_model_card(folder: Path, resolved: Any, data_source: str, licences: li
         ("speed", f"{metrics['tokens_per_s']:.0f} tokens/s, {metrics['wall_time_s']:.0f} s in all"),
     ]  # fmt: skip
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    quick = metrics.get("quick_eval")
+    if quick:
+        from tuneforge.evaluation.report import markdown_table
+
+        table += f"\n\n### Before/after on {quick['examples']} held-out questions (greedy)\n\n{markdown_table(quick)}"
     text = f"""# LoRA adapter made with tuneforge
 
 | | |

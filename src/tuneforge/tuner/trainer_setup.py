@@ -20,6 +20,9 @@ def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> 
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
+    # No KV cache in training: transformers only builds the per-example mask of a packed
+    # (padding-free) row when there is no cache; with one, attention would cross examples.
+    model.config.use_cache = False
     return get_peft_model(model, lora)
 
 

@@ -1,4 +1,4 @@
-"""Open a results folder from `tuneforge train`: check it is ours, find its base, load both once.
+"""Open a results folder from `tuneforge train` (for chat and eval): check it is ours, find its base, load both.
 
 The base model is named twice in a results folder: `tuneforge.yaml` holds what the user typed
 (`model.name`), and peft's `adapter_config.json` holds the path that was actually loaded. Both
