@@ -33,7 +33,9 @@ PIPELINES: dict[str, tuple[str, dict]] = {
     "tf-grouped": ("tuneforge", {"train.padding_free": False, "train.group_by_length": True}),
     "tf-bf16": ("tuneforge", {"train.precision": "bf16"}),
     "tf-dropout0": ("tuneforge", {"lora.dropout": 0.0}),
+    "tf-bf16-dropout0": ("tuneforge", {"train.precision": "bf16", "lora.dropout": 0.0}),
     "tf-attn-only": ("tuneforge", {"lora.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}),
+    "tf-fp32-dropout": ("tuneforge", {"train.precision": "fp32", "lora.dropout": 0.05}),  # the guide-like settings
 }
 
 

