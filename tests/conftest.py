@@ -6,6 +6,7 @@ Everything is built locally, so a plain `pytest` is offline and CPU-only.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,15 @@ def build_tiny_model(folder: Path, tokenizer, seed: int = 0):
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     return model
+
+
+def assert_plain_exit_2(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """A bad-input run: exit 2, no traceback, and a message that names each needle."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    for needle in needles:
+        assert needle in message, (needle, message)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import assert_plain_exit_2
 import torch
 
 from tuneforge.errors import UserError
@@ -229,14 +231,6 @@ def export_cli(*args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "tuneforge", "export", *args],
         capture_output=True, text=True, env=dict(os.environ), cwd=ROOT, timeout=180,
     )  # fmt: skip
-
-
-def assert_plain_exit_2(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = " ".join(result.stderr.split())
-    for needle in needles:
-        assert needle in message, (needle, message)
 
 
 def test_unsupported_architecture_exits_2(tiny_results, tmp_path):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import assert_plain_exit_2
+
 from tuneforge.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,14 +24,6 @@ def train_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> tuple[su
         capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=180,
     )  # fmt: skip
     return result, time.monotonic() - started
-
-
-def assert_plain_exit_2(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = " ".join(result.stderr.split())
-    for needle in needles:
-        assert needle in message, (needle, message)
 
 
 def test_unknown_model_preset(tmp_path):
