@@ -33,6 +33,18 @@ def _opt(key: str, *names: str) -> Any:
     return typer.Option(*names, help=field_help(key), show_default=False)
 
 
+# Flags shared by `train` and `data check`: declared once, so their help and names never drift.
+ModelOpt = Annotated[Optional[str], _opt("model.name", "--model")]
+DatasetOpt = Annotated[Optional[str], _opt("data.dataset", "--dataset")]
+DataFormatOpt = Annotated[Optional[str], _opt("data.format", "--data-format")]
+DataMapOpt = Annotated[Optional[str], _opt("data.map", "--data-map")]
+DatasetSplitOpt = Annotated[Optional[str], _opt("data.split", "--dataset-split")]
+TemplateOpt = Annotated[Optional[str], _opt("data.template", "--template")]
+ValSizeOpt = Annotated[Optional[float], _opt("data.val_size", "--val-size")]
+DropLongOpt = Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")]
+MaxSeqLengthOpt = Annotated[Optional[int], _opt("train.max_seq_length", "--max-seq-length")]
+
+
 def _guard(fn: Callable[[], Any], debug: bool) -> None:
     """Every command runs through here: a UserError becomes one paragraph and exit 2."""
     if debug or os.environ.get("TUNEFORGE_DEBUG") == "1":
@@ -57,21 +69,21 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
 
 @app.command()
 def train(
-    model: Annotated[Optional[str], _opt("model.name", "--model")] = None,
-    dataset: Annotated[Optional[str], _opt("data.dataset", "--dataset")] = None,
-    data_format: Annotated[Optional[str], _opt("data.format", "--data-format")] = None,
-    data_map: Annotated[Optional[str], _opt("data.map", "--data-map")] = None,
-    dataset_split: Annotated[Optional[str], _opt("data.split", "--dataset-split")] = None,
-    template: Annotated[Optional[str], _opt("data.template", "--template")] = None,
-    val_size: Annotated[Optional[float], _opt("data.val_size", "--val-size")] = None,
-    drop_long: Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")] = None,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    data_format: DataFormatOpt = None,
+    data_map: DataMapOpt = None,
+    dataset_split: DatasetSplitOpt = None,
+    template: TemplateOpt = None,
+    val_size: ValSizeOpt = None,
+    drop_long: DropLongOpt = None,
     packing: Annotated[Optional[bool], _opt("train.padding_free", "--packing/--no-packing")] = None,
     group_by_length: Annotated[Optional[bool], _opt("train.group_by_length", "--group-by-length")] = None,
     output_dir: Annotated[Optional[Path], _opt("train.output_dir", "--output-dir")] = None,
     batch_size: Annotated[Optional[int], _opt("train.batch_size", "--batch-size")] = None,
     grad_accum: Annotated[Optional[int], _opt("train.grad_accum", "--grad-accum")] = None,
     max_steps: Annotated[Optional[int], _opt("train.max_steps", "--max-steps")] = None,
-    max_seq_length: Annotated[Optional[int], _opt("train.max_seq_length", "--max-seq-length")] = None,
+    max_seq_length: MaxSeqLengthOpt = None,
     learning_rate: Annotated[Optional[float], _opt("train.learning_rate", "--learning-rate")] = None,
     lora_r: Annotated[Optional[int], _opt("lora.r", "--lora-r")] = None,
     lora_alpha: Annotated[Optional[int], _opt("lora.alpha", "--lora-alpha")] = None,
@@ -245,15 +257,15 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("check")
 def data_check(
-    dataset: Annotated[Optional[str], _opt("data.dataset", "--dataset")] = None,
-    data_format: Annotated[Optional[str], _opt("data.format", "--data-format")] = None,
-    data_map: Annotated[Optional[str], _opt("data.map", "--data-map")] = None,
-    dataset_split: Annotated[Optional[str], _opt("data.split", "--dataset-split")] = None,
-    template: Annotated[Optional[str], _opt("data.template", "--template")] = None,
-    val_size: Annotated[Optional[float], _opt("data.val_size", "--val-size")] = None,
-    drop_long: Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")] = None,
-    model: Annotated[Optional[str], _opt("model.name", "--model")] = None,
-    max_seq_length: Annotated[Optional[int], _opt("train.max_seq_length", "--max-seq-length")] = None,
+    dataset: DatasetOpt = None,
+    data_format: DataFormatOpt = None,
+    data_map: DataMapOpt = None,
+    dataset_split: DatasetSplitOpt = None,
+    template: TemplateOpt = None,
+    val_size: ValSizeOpt = None,
+    drop_long: DropLongOpt = None,
+    model: ModelOpt = None,
+    max_seq_length: MaxSeqLengthOpt = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with config sections (see configs/).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     debug: Debug = False,
