@@ -6,6 +6,8 @@ Everything is built locally, so a plain `pytest` is offline and CPU-only.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -71,6 +73,29 @@ def assert_plain_exit_2(result: subprocess.CompletedProcess, *needles: str) -> N
     message = " ".join(result.stderr.split())
     for needle in needles:
         assert needle in message, (needle, message)
+
+
+def stop_training_at(monkeypatch, step: int, signum: int = signal.SIGINT) -> None:
+    """Send this process a signal at the end of `step`, as a user pressing Ctrl-C would."""
+    from tuneforge.tuner.progress import ProgressCallback
+
+    original = ProgressCallback.on_step_end
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == step:
+            os.kill(os.getpid(), signum)
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(ProgressCallback, "on_step_end", on_step_end)
+
+
+def adapter_diff(first: Path, second: Path) -> float:
+    """Largest absolute difference between two saved adapters' weights."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(first / "adapter_model.safetensors"), load_file(second / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
 @pytest.fixture(scope="session")

@@ -125,13 +125,13 @@ def test_children_get_the_resolved_config_and_not_the_guides_variables(tmp_path,
 
 def test_rank_helpers_read_torchruns_variables(monkeypatch):
     assert distributed.is_main_process() and distributed.world_size() == 1
-    assert distributed.run_shape(4, 2) == {"world_size": 1, "global_batch": 8}
+    assert distributed.run_shape(4, 2) == {"world_size": 1, "micro_batch": 4, "grad_accum": 2, "global_batch": 8}
     assert distributed.plain_copies("fsdp")  # one process: the strategy changes nothing
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "8")
     assert not distributed.is_main_process() and distributed.is_launched_child()
-    assert distributed.run_shape(4, 2) == {"world_size": 8, "global_batch": 64}
+    assert distributed.run_shape(4, 2) == {"world_size": 8, "micro_batch": 4, "grad_accum": 2, "global_batch": 64}
     assert distributed.plain_copies("ddp") and not distributed.plain_copies("fsdp")
     from tuneforge.config import TrainSection
 
@@ -140,8 +140,10 @@ def test_rank_helpers_read_torchruns_variables(monkeypatch):
 
 
 def test_other_ranks_write_nothing(monkeypatch, tmp_path):
+    from tuneforge.tuner.resume import ResumeFlags
+
     monkeypatch.setenv("RANK", "1")
-    out, log = distributed.output_for_rank(tmp_path / "results", overwrite=False)
+    out, log, plan = distributed.output_for_rank(tmp_path / "results", ResumeFlags(), {})
     log.info("hello")
     log.close()
-    assert out == tmp_path / "results" and not out.exists()
+    assert out == tmp_path / "results" and not out.exists() and plan.checkpoint is None

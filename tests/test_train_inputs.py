@@ -82,7 +82,7 @@ def test_unwritable_output_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(UserError, match="Can't write to the results folder .* --output-dir"):
-        output_dir.prepare_output_dir(tmp_path / "out", overwrite=False)
+        output_dir.prepare_output_dir(tmp_path / "out", output_dir.ResumeFlags(), {})
 
 
 def test_not_enough_disk_for_the_cache(tmp_path, monkeypatch):
@@ -97,12 +97,12 @@ def test_not_enough_disk_for_the_cache(tmp_path, monkeypatch):
 
 
 def test_overwrite_moves_the_old_run_aside(tmp_path):
-    from tuneforge.tuner.output_dir import prepare_output_dir
+    from tuneforge.tuner.output_dir import ResumeFlags, prepare_output_dir
 
     out = tmp_path / "results"
     out.mkdir()
     (out / "adapter_model.safetensors").write_text("old")
-    prepare_output_dir(out, overwrite=True, log=lambda *_: None)
+    prepare_output_dir(out, ResumeFlags(overwrite=True), {}, log=lambda *_: None)
     backups = list(tmp_path.glob("results.old-*"))
     assert len(backups) == 1 and (backups[0] / "adapter_model.safetensors").read_text() == "old"
-    assert out.is_dir() and not any(out.iterdir())
+    assert [p.name for p in out.iterdir()] == ["tuneforge-run.json"]  # claimed for the new run, nothing else

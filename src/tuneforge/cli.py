@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from tuneforge.config import field_help
-from tuneforge.errors import EXIT_USAGE, UserError, not_available_yet
+from tuneforge.errors import EXIT_USAGE, Stopped, UserError, not_available_yet
 
 app = typer.Typer(
     name="tuneforge",
@@ -62,6 +62,9 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
         # escape: messages quote user data, and text like "[/INST]" would break rich markup
         Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
+    except Stopped as exc:
+        typer.echo(f"\n{exc}", err=True)
+        raise typer.Exit(exc.code) from None
     except KeyboardInterrupt:
         typer.echo("\nStopped by Ctrl-C.", err=True)
         raise typer.Exit(130) from None
@@ -95,7 +98,9 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with config sections (see configs/).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the resolved config with sources, then stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the results of an earlier run in --output-dir.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over: move the earlier run in --output-dir aside (kept as <folder>.old-<time>).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Resume the unfinished run in --output-dir; an error if there is none. (An unfinished run of the same settings resumes by itself.)")] = False,
+    resume_anyway: Annotated[bool, typer.Option("--resume-anyway", help="Resume even though settings changed since the checkpoint (batch, learning rate, data, ...).")] = False,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the before/after check at the end.")] = False,
     strategy: Annotated[Optional[str], _opt("train.strategy", "--strategy")] = None,
     nproc: Annotated[Optional[str], typer.Option("--nproc", help="Train with N processes (one per GPU) under torchrun; 'auto': one per visible GPU.")] = None,
@@ -124,14 +129,17 @@ def train(
     def go() -> None:
         from tuneforge.distributed import is_launched_child
         from tuneforge.train import run_train
+        from tuneforge.tuner.resume import ResumeFlags
+
+        flags = ResumeFlags(overwrite, resume or resume_anyway, resume_anyway)
 
         if (nproc or nnodes) and not is_launched_child():
             from tuneforge.launch import LaunchOptions, run_launch
 
             opts = LaunchOptions(nproc or "auto", nnodes or 1, node_rank, master_addr, master_port, launcher)
-            return run_launch(cli_values, config, opts, overwrite=overwrite, dry_run=dry_run, debug=debug)
+            return run_launch(cli_values, config, opts, flags=flags, dry_run=dry_run, debug=debug)
 
-        run_train(cli_values, config_file=config, dry_run=dry_run, as_json=as_json, overwrite=overwrite)
+        run_train(cli_values, config_file=config, dry_run=dry_run, as_json=as_json, flags=flags)
 
     _guard(go, debug)
 

@@ -77,25 +77,26 @@ class QuietLog:
         pass
 
 
-def output_for_rank(path: Path, overwrite: bool) -> tuple[Path, Any]:
-    """Rank 0 checks and prepares the results folder and opens the log; the others only log nowhere.
+def output_for_rank(path: Path, flags: Any, config: dict[str, Any]) -> tuple[Path, Any, Any]:
+    """Rank 0 checks and claims the results folder and opens the log; the others only read it.
 
     Two processes preparing one folder would race: with --overwrite each would move the other's
-    fresh folder aside.
+    fresh folder aside. Every rank still works out the same checkpoint to resume from.
     """
-    from tuneforge.tuner.output_dir import prepare_output_dir
+    from tuneforge.tuner.output_dir import prepare_output_dir, start_plan_for_other_ranks
     from tuneforge.tuner.runlog import RunLog
 
     if is_main_process():
-        out = prepare_output_dir(path, overwrite)
-        return out, RunLog(out)
+        out, plan = prepare_output_dir(path, flags, config, world_size())
+        return out, RunLog(out), plan
     out = Path(path).expanduser()
-    return out, QuietLog(out)
+    return out, QuietLog(out), start_plan_for_other_ranks(out, flags, config, world_size())
 
 
 def run_shape(batch_size: int, grad_accum: int) -> dict[str, int]:
     """For metrics.json: how many processes trained, and how many sequences make one update."""
-    return {"world_size": world_size(), "global_batch": batch_size * grad_accum * world_size()}
+    return {"world_size": world_size(), "micro_batch": batch_size, "grad_accum": grad_accum,
+            "global_batch": batch_size * grad_accum * world_size()}  # fmt: skip
 
 
 def describe_processes(train: Any) -> str | None:

@@ -20,3 +20,15 @@ class UserError(Exception):
 def not_available_yet(command: str) -> UserError:
     """Commands that later issues fill in answer this instead of a half-working stub."""
     return UserError(f"`tuneforge {command}` is not available yet in this version of tuneforge.")
+
+
+class Stopped(Exception):
+    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint.
+
+    Not an error: the message says how to resume, and the CLI exits with the shell's code for
+    the signal (130 for SIGINT, 143 for SIGTERM) so scripts and schedulers see what happened.
+    """
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code

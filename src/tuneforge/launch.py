@@ -11,6 +11,7 @@ every child trains with exactly the values the user saw and none of them relaunc
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.distributed import CHILD_ENV, require_deepspeed, strategy_file
-from tuneforge.errors import UserError
+from tuneforge.errors import Stopped, UserError
 
 LAUNCHERS = ("torchrun", "accelerate")
 DEFAULT_PORT = 29500  # torchrun's own default
@@ -121,7 +122,7 @@ def write_resolved_config(resolved: Any, folder: Path) -> Path:
     return path
 
 
-def preflight_parent(resolved: Any, opts: LaunchOptions, overwrite: bool) -> None:
+def preflight_parent(resolved: Any, opts: LaunchOptions, flags: Any) -> None:
     """What fails on bad input fails here, in one process and one message, not N tracebacks."""
     from tuneforge.model_loading import resolve_model
     from tuneforge.tuner.output_dir import prepare_output_dir
@@ -132,7 +133,9 @@ def preflight_parent(resolved: Any, opts: LaunchOptions, overwrite: bool) -> Non
         strategy_file(cfg.train.strategy)
     resolve_model(cfg.model.name)
     if opts.node_rank == 0:  # rank 0 lives on node 0; it is the only one that writes results
-        prepare_output_dir(cfg.train.output_dir, overwrite, log=lambda message: print(message, flush=True))
+        config = cfg.model_dump(mode="json")
+        prepare_output_dir(cfg.train.output_dir, flags, config, opts.nnodes * resolve_nproc(opts.nproc),
+                           log=lambda message: print(message, flush=True), claim=False)  # fmt: skip
 
 
 def child_environment() -> dict[str, str]:
@@ -144,8 +147,26 @@ def child_environment() -> dict[str, str]:
     return {**env, CHILD_ENV: "1"}
 
 
+def child_flags(flags: Any, debug: bool) -> list[str]:
+    """--overwrite stays with the parent, which already moved the old run aside; the rest travel."""
+    return ["--resume"] * flags.resume + ["--resume-anyway"] * flags.resume_anyway + ["--debug"] * debug
+
+
+def wait_for_launcher(command: list[str]) -> int:
+    """Ctrl-C reaches every process of the terminal; the children save and stop, and the parent must
+    outlive them to report their exit code. A SIGTERM sent to the parent alone is passed on."""
+    process = subprocess.Popen(command, env=child_environment())
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
+    try:
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
 def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: LaunchOptions,
-               overwrite: bool = False, dry_run: bool = False, debug: bool = False) -> None:  # fmt: skip
+               flags: Any = None, dry_run: bool = False, debug: bool = False) -> None:  # fmt: skip
     """Resolve once, check, then run the launcher and wait; its exit status becomes ours."""
     from tuneforge.config_resolve import resolve_config
     from tuneforge.train import print_dry_run
@@ -157,12 +178,17 @@ def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: Launc
         print_dry_run(resolved, as_json=False)
         print("Would launch: " + " ".join(command))
         return
-    preflight_parent(resolved, opts, overwrite)
+    from tuneforge.tuner.resume import ResumeFlags
+
+    flags = flags or ResumeFlags()
+    preflight_parent(resolved, opts, flags)
     with tempfile.TemporaryDirectory(prefix="tuneforge-launch-") as folder:
         config_path = write_resolved_config(resolved, Path(folder))
-        command = build_command(opts, nproc, ["--config", str(config_path)] + (["--debug"] if debug else []))
+        command = build_command(opts, nproc, ["--config", str(config_path)] + child_flags(flags, debug))
         print(f"Launching {nproc * opts.nnodes} processes ({nproc} on this machine): {' '.join(command)}", flush=True)
-        code = subprocess.call(command, env=child_environment())
+        code = wait_for_launcher(command)
+    if code in (130, 143):
+        raise Stopped("Training stopped; the processes saved a checkpoint (see above). Run the same command again to resume.", code)
     if code != 0:
         raise UserError(
             f"A training process stopped with exit code {code}; its own message is above. "

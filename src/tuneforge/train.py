@@ -23,12 +23,14 @@ def run_train(
     config_file: Path | None = None,
     dry_run: bool = False,
     as_json: bool = False,
-    overwrite: bool = False,
+    flags: Any = None,
 ) -> dict[str, Any] | None:
+    from tuneforge.tuner.resume import ResumeFlags
+
     resolved = resolve_config(cli_values, config_file)
     if dry_run:
         return print_dry_run(resolved, as_json)
-    plan = preflight(resolved, overwrite)
+    plan = preflight(resolved, flags or ResumeFlags())
     log = plan["log"]
     try:
         return _train(resolved, plan, log)
@@ -73,7 +75,7 @@ def describe_config(resolved: ResolvedConfig) -> list[str]:
     return lines
 
 
-def preflight(resolved: ResolvedConfig, overwrite: bool) -> dict[str, Any]:
+def preflight(resolved: ResolvedConfig, flags: Any) -> dict[str, Any]:
     """Everything that can fail on bad input, in seconds, before any model loads."""
     from tuneforge.data import load_conversations
     from tuneforge.devices import check_four_bit, pick_device, pick_precision, prepare_environment
@@ -90,13 +92,20 @@ def preflight(resolved: ResolvedConfig, overwrite: bool) -> dict[str, Any]:
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     if not data.conversations:
         raise UserError(f"The dataset '{cfg.data.dataset}' has no usable examples. Check the file or the preset name.")
-    out, log = output_for_rank(cfg.train.output_dir, overwrite)  # only rank 0 writes files or prints
-    return {"device": device, "precision": precision, "source": source, "data": data, "out": out, "log": log}
+    # as asked, before a resumed run's batch shape is applied; serve is left out (it may hold an API key)
+    requested = cfg.model_dump(mode="json", exclude={"serve"})
+    out, log, start = output_for_rank(cfg.train.output_dir, flags, requested)  # only rank 0 writes files or prints
+    if start.shape is not None:  # an earlier out-of-memory step-down: don't run out of memory again
+        cfg.train.batch_size, cfg.train.grad_accum = start.shape
+        resolved.sources["train.batch_size"] = resolved.sources["train.grad_accum"] = "checkpoint (out-of-memory step-down)"
+    return {"device": device, "precision": precision, "source": source, "data": data, "out": out, "log": log,
+            "start": start, "requested": requested}  # fmt: skip
 
 
 def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any]:
     from tuneforge.data.split import split_heldout, write_jsonl
-    from tuneforge.distributed import gathered_state_dict, is_main_process, plain_copies, run_shape, undo_eval_prepare
+    from tuneforge.distributed import gathered_state_dict, is_main_process, plain_copies, run_shape
+    from tuneforge.tuner.resume import write_marker
 
     cfg, out, started = resolved.config, plan["out"], time.monotonic()
     plain = plain_copies(cfg.train.strategy)  # False under FSDP/DeepSpeed: no extra eval or rank-0 generation
@@ -108,12 +117,7 @@ def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any
         write_jsonl(out / "eval_set.jsonl", eval_set)
     model, tokenizer = load_base(plan, cfg, log)
     train_rows, eval_rows = encode_splits(tokenizer, train_set, eval_set, cfg, log)
-    trainer, progress = make_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, log)
-    before = held_out(trainer, log, "base model") if plain else None
-    undo_eval_prepare(trainer)  # or train() skips the DDP wrap and ranks drift apart
-    train_started = time.monotonic()
-    trainer.train()
-    train_time = time.monotonic() - train_started
+    trainer, progress, before, train_time = train_model(model, tokenizer, (train_rows, eval_rows), cfg, plan, log)
     trainer.model.config.use_cache = True  # training turned the KV cache off; generation wants it back
     after = held_out(trainer, log, "tuned model") if plain else None
     metrics = collect_metrics(trainer, progress, plan, (before, after), (started, train_time), (len(train_rows), len(eval_rows)))
@@ -124,6 +128,7 @@ def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any
     if not is_main_process():
         return metrics
     save_results(trainer, tokenizer, resolved, plan, progress, metrics, log)
+    write_marker(out, "finished", plan["requested"])
     log.section(f"Done in {time.monotonic() - started:.0f} s. Results in {out}")
     log.info(f'Try it: tuneforge chat --adapter {out} "Please tell me about Bursitis."')
     return metrics
@@ -143,6 +148,10 @@ def log_setup(log, resolved: ResolvedConfig, plan: dict[str, Any]) -> None:
     log.info(f"data: {plan['data'].source}")
     if plan["data"].licence:
         log.info(f"data licence: {plan['data'].licence}")
+    for note in plan["start"].notes:
+        log.info(note)
+    for warning in plan["start"].warnings:
+        log.info(f"warning: {warning}")
     log.section("settings (value and where it came from)")
     for line in describe_config(resolved):
         log.info(line, show=False)
@@ -183,19 +192,46 @@ def encode_splits(tokenizer, train_set, eval_set, cfg, log) -> tuple[list, list]
     return train_rows, eval_rows
 
 
-def make_trainer(model, tokenizer, train_rows, eval_rows, cfg, plan, log):
-    from tuneforge.distributed import apply_strategy
-    from tuneforge.tuner.checkpoints import JsonTrainingArgsCallback
+def train_model(model, tokenizer, rows, cfg, plan, log) -> tuple[Any, Any, float | None, float]:
+    """LoRA on, held-out loss of the base, then the Trainer's loop under recovery (resume, signals, OOM)."""
+    from tuneforge.distributed import plain_copies, undo_eval_prepare
+    from tuneforge.tuner.oom import BatchShape
     from tuneforge.tuner.progress import ProgressCallback
-    from tuneforge.tuner.trainer_setup import add_lora, build_trainer, training_arguments
+    from tuneforge.tuner.recovery import train_with_recovery
+    from tuneforge.tuner.trainer_setup import add_lora, as_datasets
 
     model = add_lora(model, cfg, cfg.train.gradient_checkpointing)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(f"LoRA: {trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * trainable / total:.2f}%)")
-    args = training_arguments(cfg, plan["device"], plan["precision"], plan["out"] / "checkpoints")
-    args = apply_strategy(args, cfg.train.strategy)
     progress = ProgressCallback(log)
-    return build_trainer(model, tokenizer, args, train_rows, eval_rows, [progress, JsonTrainingArgsCallback()]), progress
+    build = trainer_builder(model, tokenizer, as_datasets(*rows), cfg, plan, progress)
+    first = build(BatchShape(cfg.train.batch_size, cfg.train.grad_accum))
+    before = held_out(first, log, "base model") if plain_copies(cfg.train.strategy) else None
+    undo_eval_prepare(first)  # or train() skips the DDP wrap and ranks drift apart
+    pending = [first]
+    started = time.monotonic()
+    trainer, step_downs = train_with_recovery(
+        lambda shape: pending.pop() if pending else build(shape),
+        BatchShape(cfg.train.batch_size, cfg.train.grad_accum),
+        plan["start"].checkpoint, plan["device"], cfg.train.max_seq_length, log,
+    )  # fmt: skip
+    plan["step_downs"] = step_downs
+    return trainer, progress, before, time.monotonic() - started
+
+
+def trainer_builder(model, tokenizer, datasets, cfg, plan, progress):
+    """A trainer for a batch shape; out-of-memory recovery asks for a smaller one."""
+    from tuneforge.distributed import apply_strategy
+    from tuneforge.tuner.trainer_setup import build_trainer, training_arguments
+
+    def build(shape):
+        cfg.train.batch_size, cfg.train.grad_accum = shape.micro_batch, shape.grad_accum
+        args = training_arguments(cfg, plan["device"], plan["precision"], plan["out"] / "checkpoints")
+        args = apply_strategy(args, cfg.train.strategy)
+        return build_trainer(model, tokenizer, args, *datasets, [progress],
+                             keep=cfg.train.save_total_limit, run_config=plan["requested"])  # fmt: skip
+
+    return build
 
 
 def held_out(trainer, log, label: str) -> float | None:
@@ -222,10 +258,12 @@ def collect_metrics(trainer, progress, plan, losses, times, counts) -> dict[str,
         "eval_loss_before": before,
         "eval_loss_after": after,
         "tokens_seen": state.num_input_tokens_seen,
-        "tokens_per_s": state.num_input_tokens_seen / max(train_time, 1e-9),
+        "tokens_per_s": (state.num_input_tokens_seen - progress.tokens_at_start) / max(train_time, 1e-9),
         "train_time_s": train_time,
         "wall_time_s": time.monotonic() - started,
         "peak_memory_mb": peak_memory_mb(plan["device"]),
+        "resumed_from": plan["start"].checkpoint.name if plan["start"].checkpoint else None,
+        "oom_step_downs": plan.get("step_downs", []),
     }
 
 

@@ -28,8 +28,14 @@ class ProgressCallback(TrainerCallback):
         )  # fmt: skip
         self.task: Any = None
         self._last = (0.0, 0)  # (time, tokens) at the previous log
+        self.tokens_at_start = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # a resumed run carries the earlier steps' log in its state: the curve and metrics stay whole
+        self.history = [entry for entry in self.history if entry["step"] <= state.global_step]
+        if not self.history:
+            self.history = [resumed_entry(e) for e in state.log_history if "loss" in e]
+        self.tokens_at_start = state.num_input_tokens_seen  # a resumed run counts only its own tokens/s
         self.bar.start()
         self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
         self._last = (time.monotonic(), state.num_input_tokens_seen)
@@ -57,4 +63,14 @@ class ProgressCallback(TrainerCallback):
         self.log.info(f"checkpoint saved: {args.output_dir}/checkpoint-{state.global_step}")
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.stop_display()
+
+    def stop_display(self) -> None:
         self.bar.stop()
+
+
+def resumed_entry(logged: dict[str, Any]) -> dict[str, float]:
+    """A history line rebuilt from the Trainer's saved log; speed and time were not saved there."""
+    return {"step": logged["step"], "loss": float(logged["loss"]),
+            "learning_rate": float(logged.get("learning_rate", 0.0)), "tokens_per_s": 0.0,
+            "tokens_seen": logged.get("num_input_tokens_seen", 0), "elapsed_s": 0.0}  # fmt: skip

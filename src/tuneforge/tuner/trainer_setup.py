@@ -43,7 +43,7 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
         logging_first_step=True,
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # checkpointing.py rotates, and only after the new checkpoint is committed
         seed=t.seed,
         data_seed=t.seed,
         bf16=precision == "bf16",
@@ -61,22 +61,40 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
     )
 
 
-def build_trainer(model: Any, tokenizer: Any, args: Any, train_rows: list, eval_rows: list, callbacks: list) -> Any:
-    """Rows are already tokenized with labels, so SFTTrainer only batches them (dynamic padding)."""
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTTrainer
+def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_data: Any, callbacks: list,
+                  keep: int = 2, run_config: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    """Rows are already tokenized with labels, so SFTTrainer only batches them (dynamic padding).
 
-    trainer = SFTTrainer(
+    Data comes as row lists or as `as_datasets` output (built once, reused when an out-of-memory
+    step-down rebuilds the trainer). `keep` checkpoints are kept; `run_config` goes into each
+    checkpoint's manifest, so a resume can tell whether it is the same run.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    from tuneforge.tuner.checkpointing import trainer_class
+
+    train_dataset, eval_dataset = as_datasets(train_data, eval_data)
+    trainer = trainer_class()(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
+        keep=keep,
+        run_config=run_config or {},
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; our progress callback logs instead
     return trainer
+
+
+def as_datasets(train_data: Any, eval_data: Any) -> tuple[Any, Any]:
+    """Row lists become datasets; datasets pass through, so the data is built once per run."""
+    from datasets import Dataset
+
+    train = Dataset.from_list(train_data) if isinstance(train_data, list) else train_data
+    held_out = Dataset.from_list(eval_data) if isinstance(eval_data, list) and eval_data else eval_data or None
+    return train, held_out
 
 
 def held_out_loss(trainer: Any) -> float | None:

@@ -1,0 +1,159 @@
+"""Checkpoints on disk: staged, fsynced and renamed into place, so a crash never leaves a half one.
+
+transformers writes a checkpoint straight into `checkpoint-N`; a job killed mid-save leaves a
+folder without `trainer_state.json` that auto-resume then trips over (transformers #35782,
+axolotl #1631). Here the Trainer writes into `.staging-N/`, a manifest listing every file with
+its size and SHA-256 is written last, and one `rename` commits the folder. On resume a
+checkpoint counts only if its manifest matches what is on disk, so a torn one is named and
+skipped, never loaded. This is plain file handling with no torch in it; the Trainer side is in
+`checkpointing.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "tuneforge-checkpoint.json"
+STAGING_PREFIX = ".staging-"
+TRASH_PREFIX = ".trash-"  # old checkpoints are renamed here before deletion, so a crash mid-delete is harmless
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class Usable:
+    """The checkpoint to resume from (None: start from step 0), and why newer ones were passed over."""
+
+    folder: Path | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def staging_root(checkpoints: Path, step: int) -> Path:
+    return checkpoints / f"{STAGING_PREFIX}{step}"
+
+
+def remove_leftovers(checkpoints: Path) -> list[str]:
+    """Staging and trash folders are what a crash left behind; nothing in them was ever committed."""
+    removed = []
+    if not checkpoints.is_dir():
+        return removed
+    for path in sorted(checkpoints.iterdir()):
+        if path.name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def commit(staged: Path, checkpoints: Path, step: int, extra: dict[str, Any]) -> Path:
+    """Manifest last, fsync everything, then one rename: the checkpoint exists whole or not at all."""
+    files = {str(p.relative_to(staged)): _describe(p) for p in sorted(staged.rglob("*")) if p.is_file()}
+    manifest = {"format": 1, "step": step, "saved_at": datetime.now(timezone.utc).isoformat(), **extra, "files": files}
+    (staged / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    _fsync_tree(staged)
+    target = checkpoints / f"checkpoint-{step}"
+    if target.exists():  # a torn leftover of an earlier attempt at this step: keep it aside, named
+        aside = checkpoints / f"checkpoint-{step}.torn"
+        shutil.rmtree(aside, ignore_errors=True)
+        target.rename(aside)
+    staged.rename(target)
+    _fsync_dir(checkpoints)
+    return target
+
+
+def rotate(checkpoints: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` committed checkpoints; called only after a commit."""
+    folders = committed(checkpoints)
+    removed = []
+    for folder in folders[keep:]:
+        trash = checkpoints / f"{TRASH_PREFIX}{folder.name}"
+        folder.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+
+
+def committed(checkpoints: Path) -> list[Path]:
+    """`checkpoint-N` folders, newest first (by step, not by mtime)."""
+    if not checkpoints.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in checkpoints.iterdir() if p.is_dir() and (m := CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def newest_usable(checkpoints: Path) -> Usable:
+    """The newest checkpoint whose files match its manifest; torn ones are listed with the file at fault."""
+    skipped = []
+    for folder in committed(checkpoints):
+        manifest, problem = verify(folder)
+        if problem is None:
+            return Usable(folder, manifest, skipped)
+        skipped.append(f"{folder.name}: {problem}")
+    return Usable(None, {}, skipped)
+
+
+def verify(folder: Path) -> tuple[dict[str, Any], str | None]:
+    """(manifest, None) when every listed file is there with its size and checksum, else the first problem."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except FileNotFoundError:
+        return {}, f"{MANIFEST} is missing (the save never finished)"
+    except (ValueError, KeyError, TypeError):
+        return {}, f"{MANIFEST} is empty or truncated"
+    for name, expected in files.items():
+        problem = _check_file(folder / name, name, expected)
+        if problem:
+            return manifest, problem
+    return manifest, None
+
+
+def _check_file(path: Path, name: str, expected: dict[str, Any]) -> str | None:
+    if not path.is_file():
+        return f"{name} is missing"
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        state = "empty" if size == 0 else f"truncated or changed ({size} of {expected['bytes']} bytes)"
+        return f"{name} is {state}"
+    if _sha256(path) != expected["sha256"]:
+        return f"{name} does not match its checksum"
+    return None
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_tree(root: Path) -> None:
+    """Data first, then the folders that name it: after a power cut the rename can't point at nothing."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for folder in sorted({p.parent for p in root.rglob("*")} | {root}):
+        _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # Windows can't open a folder for fsync; NTFS journals the rename itself
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

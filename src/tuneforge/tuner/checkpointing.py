@@ -1,0 +1,120 @@
+"""TRL's SFTTrainer with atomic checkpoints, the MPS random state, and a learning rate that can change on resume.
+
+Three Trainer methods are wrapped, each keeping the original's work and adding to it:
+- `_save_checkpoint`: the Trainer writes its usual files into a staging folder; we swap the
+  pickled training_args.bin for JSON, add the MPS random state, then commit (checkpoint_store).
+- `_load_rng_state`: transformers restores Python, NumPy, torch CPU and CUDA states but not
+  MPS, so a resumed run on a Mac drew different dropout masks.
+- `_load_optimizer_and_scheduler`: the scheduler's saved base rate would silently win over a
+  learning rate changed with --resume-anyway.
+A subclass is the one place these hooks exist; the loop itself stays the Trainer's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tuneforge.distributed import is_main_process
+from tuneforge.tuner import checkpoint_store
+
+MPS_RNG = "rng_state_mps.safetensors"
+
+
+def trainer_class() -> type:
+    from trl import SFTTrainer
+
+    class CheckpointingSFTTrainer(SFTTrainer):
+        def __init__(self, *args: Any, keep: int, run_config: dict[str, Any], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.keep, self.run_config = keep, run_config
+
+        def _save_checkpoint(self, model, trial):
+            save_atomically(self, lambda: super(CheckpointingSFTTrainer, self)._save_checkpoint(model, trial))
+
+        def _load_rng_state(self, checkpoint):
+            super()._load_rng_state(checkpoint)
+            load_mps_rng(checkpoint)
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if checkpoint is not None:
+                apply_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+
+    return CheckpointingSFTTrainer
+
+
+def save_atomically(trainer: Any, save) -> None:
+    """Let the Trainer write into `.staging-N/`, then commit it as `checkpoint-N` once every rank is done."""
+    final_root, step = Path(trainer.args.output_dir), trainer.state.global_step
+    staging = checkpoint_store.staging_root(final_root, step)
+    trainer.args.output_dir = str(staging)
+    try:
+        save()
+    finally:
+        trainer.args.output_dir = str(final_root)
+    staged = staging / f"checkpoint-{step}"
+    if is_main_process():
+        json_training_args(staged, trainer.args)
+        save_mps_rng(staged)
+    trainer.accelerator.wait_for_everyone()  # each rank wrote its own rng_state_<rank>.pth
+    if is_main_process():
+        checkpoint_store.commit(staged, final_root, step, manifest_extra(trainer))
+        shutil.rmtree(staging, ignore_errors=True)
+        checkpoint_store.rotate(final_root, trainer.keep)
+    trainer.accelerator.wait_for_everyone()  # nobody reads checkpoints before the commit is done
+
+
+def manifest_extra(trainer: Any) -> dict[str, Any]:
+    """What a resume needs to know beyond the Trainer's files: the run's shape and its settings."""
+    args = trainer.args
+    return {
+        "micro_batch": args.per_device_train_batch_size,
+        "grad_accum": args.gradient_accumulation_steps,
+        "world_size": args.world_size,
+        "config": trainer.run_config,
+    }
+
+
+def json_training_args(folder: Path, args: Any) -> None:
+    """The Trainer pickles its arguments into every checkpoint; a shared folder should not carry a pickle.
+
+    Nothing reads training_args.bin back on resume, so a JSON copy loses nothing.
+    """
+    pickled = folder / "training_args.bin"
+    if pickled.exists():
+        (folder / "training_args.json").write_text(args.to_json_string(), encoding="utf-8")
+        pickled.unlink()
+
+
+def save_mps_rng(folder: Path) -> None:
+    import torch
+
+    if torch.backends.mps.is_available():
+        from safetensors.torch import save_file
+
+        save_file({"mps": torch.mps.get_rng_state()}, str(folder / MPS_RNG))
+
+
+def load_mps_rng(checkpoint: str | None) -> None:
+    import torch
+
+    if checkpoint is None or not (Path(checkpoint) / MPS_RNG).is_file() or not torch.backends.mps.is_available():
+        return
+    from safetensors.torch import load_file
+
+    torch.mps.set_rng_state(load_file(str(Path(checkpoint) / MPS_RNG))["mps"])
+
+
+def apply_learning_rate(optimizer: Any, scheduler: Any, learning_rate: float) -> None:
+    """A rate changed on resume takes effect from the next step; an unchanged one leaves the state untouched."""
+    if optimizer is None or scheduler is None or not hasattr(scheduler, "base_lrs"):
+        return
+    if all(base == learning_rate for base in scheduler.base_lrs):
+        return
+    scale = [learning_rate / base for base in scheduler.base_lrs]
+    scheduler.base_lrs = [learning_rate] * len(scheduler.base_lrs)
+    for group, factor in zip(optimizer.param_groups, scale):
+        group["initial_lr"] = learning_rate
+        group["lr"] *= factor

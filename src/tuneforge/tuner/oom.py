@@ -1,0 +1,74 @@
+"""Recognise out-of-memory errors on CUDA, MPS and CPU, and step the micro-batch down without changing the run.
+
+Halving the micro-batch and doubling gradient accumulation keeps the effective batch, so the
+updates see the same examples; retry loops that only shrink the batch (accelerate's
+find_executable_batch_size, auto_find_batch_size) silently change the run instead. MPS errors
+arrive as plain RuntimeErrors that accelerate #4226 missed, so the message decides too.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+
+from tuneforge.errors import UserError
+
+OOM_PHRASES = (
+    "out of memory",  # CUDA "CUDA out of memory.", "CUDA error: out of memory", MPS "MPS backend out of memory"
+    "not enough memory",  # CPU "DefaultCPUAllocator: not enough memory: you tried to allocate ..."
+    "can't allocate memory",  # CPU on Linux: "DefaultCPUAllocator: can't allocate memory: ..."
+    "cannot allocate memory",  # errno 12 (ENOMEM) text
+    "std::bad_alloc",  # C++ allocation failure surfaced by torch
+    "cublas_status_alloc_failed",  # cuBLAS could not get its workspace
+    "invalid buffer size",  # MPS: one tensor larger than the GPU may allocate at once
+)
+NOT_OOM_PHRASES = ("shared memory", "illegal memory access")  # DataLoader shm, a kernel bug: a smaller batch won't help
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch.OutOfMemoryError, MemoryError, and RuntimeErrors whose message is an allocation failure."""
+    if isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    message = str(exc).lower()
+    if any(phrase in message for phrase in NOT_OOM_PHRASES):
+        return False
+    return any(phrase in message for phrase in OOM_PHRASES)
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    micro_batch: int
+    grad_accum: int
+
+    def halved(self) -> BatchShape:
+        """The largest proper divisor of the micro-batch: half of an even one, 1 for a prime one (5 -> 1 × 5)."""
+        smaller = next(d for d in range(self.micro_batch // 2, 0, -1) if self.micro_batch % d == 0)
+        return BatchShape(smaller, self.grad_accum * (self.micro_batch // smaller))
+
+    def describe(self) -> str:
+        return f"micro-batch {self.micro_batch} × accumulation {self.grad_accum} = {self.micro_batch * self.grad_accum}"
+
+
+def step_down(shape: BatchShape, step: int, device: str, max_seq_length: int) -> BatchShape:
+    """The next shape with the same effective batch, or a UserError once a micro-batch of 1 ran out of memory too."""
+    if shape.micro_batch <= 1:
+        raise UserError(
+            f"Out of memory on {device} at step {step} even with a micro-batch of 1 (train.batch_size). "
+            f"Lower --max-seq-length (now {max_seq_length}), turn on --gradient-checkpointing in the config, "
+            "use --load-in-4bit on CUDA, close other programs, or pick a smaller --model. "
+            "Progress up to the last checkpoint is kept: run the same command again to resume."
+        )
+    return shape.halved()
+
+
+def free_memory(device: str) -> None:
+    """Drop what the failed step held; callers must have let go of the exception (its frames pin tensors)."""
+    import torch
+
+    gc.collect()
+    if device == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device == "mps" and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
