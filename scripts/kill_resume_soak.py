@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    steps = args.steps or max(30, 4 * args.kills)
+    steps = args.steps or 10 * args.kills + 20  # a life trains about 5 steps before its kill
     with tempfile.TemporaryDirectory(prefix="tuneforge-soak-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,10 @@ def soak(workdir: Path, kills: int, steps: int, rng: random.Random) -> dict:
         lives.append(one_life(command + ["--output-dir", str(out)], out, workdir / f"life-{len(lives)}.out", rng, len(lives)))
         if lives[-1]["finished"]:
             break  # the run ended before this kill; the lives so far still count
-    finish(command + ["--output-dir", str(out)], workdir / "final.out")
+    if not lives[-1]["finished"]:
+        finish(command + ["--output-dir", str(out)], workdir / "final.out")
+    else:
+        (workdir / "final.out").write_text("")
     history = [workdir / f"life-{i}.out" for i in range(len(lives))] + [workdir / "final.out"]
     return verdict(reference, out, lives, history, time.monotonic() - started)
 
@@ -137,7 +140,7 @@ def wait_for_moment(process: subprocess.Popen, out: Path, log: Path, during_save
     checkpoints = out / "checkpoints"
     first_step = wait_for_new_step(process, log)
     if during_save:
-        skip = rng.randint(0, 3)  # not always the first save of a life
+        skip = rng.randint(0, 2)  # not always the first save of a life
         seen = 0
         while process.poll() is None:
             if checkpoints.is_dir() and any(p.name.startswith(".staging-") for p in os.scandir(checkpoints)):
@@ -148,7 +151,7 @@ def wait_for_moment(process: subprocess.Popen, out: Path, log: Path, during_save
                     time.sleep(0.0002)
             time.sleep(0.0002)
         return False
-    time.sleep(rng.uniform(0, 0.6) if first_step else 0)
+    time.sleep(rng.uniform(0, 0.3) if first_step else 0)
     return checkpoints.is_dir() and any(p.name.startswith(".staging-") for p in os.scandir(checkpoints))
 
 
