@@ -7,6 +7,20 @@ steps, then timed steps. Figures are ratios against TRL and the guide, never bar
     python benchmarks/train_throughput.py                 # the real embedded default (minutes)
     python benchmarks/train_throughput.py --tiny          # a tiny model, as CI runs it (seconds)
     python benchmarks/train_throughput.py --only trl,tuneforge --steps 10
+
+On an NVIDIA GPU, a model of a known shape built from its config (random weights: speed does
+not depend on them) with the SmolLM2 tokenizer, and the Liger kernels:
+
+    python benchmarks/train_throughput.py --model-config llama-0.5b --batch-size 32 \
+        --only trl,tuneforge,tf-liger --warmup 3 --steps 20
+
+There the timer waits for the GPU (torch.cuda.synchronize), the memory column is the peak
+GPU memory torch allocated, and MFU = model FLOPs per second / the bf16 dense peak (989
+TFLOP/s for an H100/H200 SXM; --peak-tflops). Model FLOPs per real token are 4 × N, N the
+weights of the matrix products (every linear layer and the LM head): 2N forward, 2N for the
+activation gradients; LoRA freezes the base weights, so the 2N of their weight gradients
+(6N in full fine-tuning) is not spent. Attention scores (~12 × layers × context × hidden per
+token, about 2% here) and padded tokens are not counted as useful work.
 """
 
 from __future__ import annotations
@@ -36,21 +50,55 @@ PIPELINES: dict[str, tuple[str, dict]] = {
     "tf-bf16-dropout0": ("tuneforge", {"train.precision": "bf16", "lora.dropout": 0.0}),
     "tf-attn-only": ("tuneforge", {"lora.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}),
     "tf-fp32-dropout": ("tuneforge", {"train.precision": "fp32", "lora.dropout": 0.05}),  # the guide-like settings
+    "tf-liger": ("tuneforge", {}),
+    "trl-liger": ("trl", {}),
 }
+DEFAULT_ONLY = [name for name in PIPELINES if not name.endswith("liger")]  # Liger needs triton, so a GPU
+# Trainer arguments set on top of a pipeline's own. Liger: its RMSNorm, RoPE and SwiGLU kernels. TRL (1.16)
+# refuses Liger's fused linear cross-entropy because SFTTrainer already scores tokens with its own chunked,
+# fused LM head, which never builds the (tokens × vocab) logits either.
+TRAINER_EXTRAS: dict[str, dict] = {"tf-liger": {"use_liger_kernel": True}, "trl-liger": {"use_liger_kernel": True}}
+
+# Shapes built from a config with random weights (SmolLM2's tokenizer, so its 49,152-token vocabulary).
+_LLAMA = {"model_type": "llama", "vocab_size": 49152, "tie_word_embeddings": True, "max_position_embeddings": 8192,
+          "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}  # fmt: skip
+MODEL_CONFIGS: dict[str, dict] = {
+    "tiny": {**_LLAMA, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 128},
+    # 0.42B parameters
+    "llama-0.5b": {**_LLAMA, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                   "num_key_value_heads": 4, "intermediate_size": 4096},
+    # 1.07B parameters, TinyLlama's shape
+    "llama-1.1b": {**_LLAMA, "hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32,
+                   "num_key_value_heads": 4, "intermediate_size": 5632},
+}  # fmt: skip
+PEAK_TFLOPS = 989.0  # dense bf16, H100/H200 SXM datasheet
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny local model (CI); figures are not meaningful")
-    parser.add_argument("--only", default=",".join(PIPELINES), help="comma-separated pipelines to run")
+    parser.add_argument("--model-config", choices=list(MODEL_CONFIGS),
+                        help="a model of this shape built from its config, random weights, SmolLM2 tokenizer")  # fmt: skip
+    parser.add_argument("--tokenizer", help="folder with the tokenizer for --model-config (default: the cached preset's)")
+    parser.add_argument("--save-model", type=Path, help="with --model-config: build the model into this folder and stop")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when torch sees a GPU")
+    parser.add_argument("--only", default=",".join(DEFAULT_ONLY), help="comma-separated pipelines to run")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per pipeline")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS, help="the GPU's dense bf16 peak, for MFU")
+    parser.add_argument("--keep-going", action="store_true", help="record a failed pipeline and run the others")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/train_throughput.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one pipeline in this process
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
 
 
 def main() -> None:
@@ -58,17 +106,32 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args)))
         return
-    model_dir = prepare_model(args.tiny)
+    if args.save_model:
+        if not args.model_config:
+            raise SystemExit("--save-model needs --model-config")
+        params = build_model(args.model_config, args.save_model, args.tokenizer, args.device)
+        print(f"built {args.model_config} ({params / 1e6:.1f}M parameters, random weights) in {args.save_model}")
+        return
+    model_dir = prepare_model(args)
     results = {}
     for name in args.only.split(","):
         results[name] = run_child(name, model_dir, args)
-        print(f"{name}: {results[name]['real_tokens_per_s']:.1f} real tokens/s", flush=True)
+        if "error" in results[name]:
+            print(f"{name}: FAILED: {results[name]['error'].splitlines()[-1][:300]}", flush=True)
+        else:
+            print(f"{name}: {results[name]['real_tokens_per_s']:.1f} real tokens/s", flush=True)
+        save(results, args)  # a run cut short still leaves the pipelines it finished
     report(results, args)
 
 
-def prepare_model(tiny: bool) -> str:
-    """The embedded default (cached safetensors copy) or a tiny model folder built on the spot."""
-    if not tiny:
+def prepare_model(args: argparse.Namespace) -> str:
+    """The embedded default (cached safetensors copy), a model built from a config, or a tiny model folder."""
+    if args.model_config:
+        folder = Path(tempfile.mkdtemp(prefix=f"bench-{args.model_config}-"))
+        params = build_model(args.model_config, folder, args.tokenizer, args.device)
+        print(f"model: {args.model_config}, {params / 1e6:.1f}M parameters, random weights, in {folder}", flush=True)
+        return str(folder)
+    if not args.tiny:
         from tuneforge.model_loading import ensure_preset_cached
 
         return str(ensure_preset_cached("smollm2-135m"))
@@ -79,11 +142,35 @@ def prepare_model(tiny: bool) -> str:
     return str(folder)
 
 
+def build_model(name: str, folder: Path, tokenizer_dir: str | None, device: str) -> int:
+    """A model of a known shape with random weights, saved with the SmolLM2 tokenizer; returns its size."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if tokenizer_dir is None:
+        from tuneforge.model_loading import ensure_preset_cached
+
+        tokenizer_dir = str(ensure_preset_cached("smollm2-135m"))
+    values = dict(MODEL_CONFIGS[name])
+    config = AutoConfig.for_model(values.pop("model_type"), **values)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    with torch.device(device):  # random init on the GPU takes a second, not half a minute
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
+
+
 def run_child(name: str, model_dir: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--one", name, "--model-dir", model_dir, "--warmup", str(args.warmup),
-               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]  # fmt: skip
+               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+               "--device", args.device, "--peak-tflops", str(args.peak_tflops)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
+        if args.keep_going:
+            return {"pipeline": name, "error": done.stderr[-3000:]}
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -103,17 +190,39 @@ def data_slice(tokenizer, count: int, max_length: int):
 
 
 class Meter:
-    """Counts real and padded tokens as batches are built, and times the steps after warm-up."""
+    """Counts real and padded tokens of every batch, and times the steps after warm-up.
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.step, self.real, self.padded, self.started = warmup, 0, 0, 0, None
+    The training set holds exactly (warm-up + timed steps) batches, so the timed steps are the
+    last `timed` batches built, whatever the data loader prefetches. On a GPU the clock waits for
+    the queued kernels at both ends.
+    """
+
+    def __init__(self, warmup: int, timed: int, device: str) -> None:
+        self.warmup, self.timed, self.device = warmup, timed, device
+        self.batches: list[tuple[int, int]] = []  # (real, padded) tokens per batch
+        self.started: float | None = None
+        self.ended: float | None = None
 
     def count(self, batch: dict) -> dict:
-        if self.step >= self.warmup:
-            mask = batch.get("attention_mask")
-            self.real += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-            self.padded += batch["input_ids"].numel()
+        mask = batch.get("attention_mask")
+        real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        self.batches.append((real, batch["input_ids"].numel()))
         return batch
+
+    @property
+    def real(self) -> int:
+        return sum(r for r, _ in self.batches[-self.timed :])
+
+    @property
+    def padded(self) -> int:
+        return sum(p for _, p in self.batches[-self.timed :])
+
+    def now(self) -> float:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     def callback(self):
         from transformers import TrainerCallback
@@ -122,9 +231,10 @@ class Meter:
 
         class _Timer(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                meter.step = state.global_step
                 if state.global_step == meter.warmup:
-                    meter.started = time.perf_counter()
+                    meter.started = meter.now()
+                elif state.global_step == meter.warmup + meter.timed:
+                    meter.ended = meter.now()
 
         return _Timer()
 
@@ -133,21 +243,44 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     torch.manual_seed(0)
+    cuda = args.device == "cuda"  # a fresh process: the peak GPU memory counts from zero
     pipeline, overrides = PIPELINES[args.one]
-    meter = Meter(args.warmup)
+    meter = Meter(args.warmup, args.steps, args.device)
     steps = args.warmup + args.steps
-    trainer, eval_rows = build(pipeline, overrides, args, meter, steps)
+    trainer, eval_rows = build(pipeline, overrides, TRAINER_EXTRAS.get(args.one, {}), args, meter, steps)
     trainer.add_callback(meter.callback())
     trainer.train()
-    seconds = time.perf_counter() - meter.started
+    seconds = (meter.ended or meter.now()) - meter.started
+    flops_per_token = 4 * matmul_params(trainer.model)
+    real_per_s = meter.real / seconds
     return {
-        "pipeline": args.one, "real_tokens_per_s": meter.real / seconds, "padded_tokens_per_s": meter.padded / seconds,
-        "seconds_per_step": seconds / args.steps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pipeline": args.one, "device": args.device, "real_tokens_per_s": real_per_s,
+        "padded_tokens_per_s": meter.padded / seconds, "seconds_per_step": seconds / args.steps,
+        "timed_batches": len(meter.batches[-args.steps :]), "batches": len(meter.batches),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "model_flops_per_token": flops_per_token, "achieved_tflops": flops_per_token * real_per_s / 1e12,
+        "mfu": flops_per_token * real_per_s / (args.peak_tflops * 1e12) if cuda else None,
+        "attn_implementation": getattr(model_config(trainer.model), "_attn_implementation", None),
+        "weights_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+        "bf16": bool(trainer.args.bf16), "use_liger_kernel": bool(getattr(trainer.args, "use_liger_kernel", False)),
         "final_loss": answer_loss(trainer.model, eval_rows), "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if cuda else None,
     }  # fmt: skip
 
 
-def build(pipeline: str, overrides: dict, args, meter: Meter, steps: int):
+def model_config(model):
+    return getattr(model, "config", None)
+
+
+def matmul_params(model) -> int:
+    """Weights of the matrix products per token: every nn.Linear (LoRA's A and B included) and the LM head."""
+    import torch
+
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def build(pipeline: str, overrides: dict, extras: dict, args, meter: Meter, steps: int):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
@@ -157,39 +290,53 @@ def build(pipeline: str, overrides: dict, args, meter: Meter, steps: int):
     conversations, rows = data_slice(tokenizer, count + 32, args.max_length)
     train_conv, train_rows, eval_rows = conversations[:count], rows[:count], rows[count:]
     if pipeline == "tuneforge":
-        return build_tuneforge(tokenizer, train_rows, overrides, args, meter, steps), eval_rows
-    return build_baseline(pipeline, tokenizer, train_conv, train_rows, args, meter, steps), eval_rows
+        return build_tuneforge(tokenizer, train_rows, overrides, extras, args, meter, steps), eval_rows
+    return build_baseline(pipeline, tokenizer, train_conv, train_rows, extras, args, meter, steps), eval_rows
 
 
-def build_tuneforge(tokenizer, rows, overrides: dict, args, meter: Meter, steps: int):
+def build_tuneforge(tokenizer, rows, overrides: dict, extras: dict, args, meter: Meter, steps: int):
+    """As `tuneforge train` sets it up: the hardware profile's precision; on CUDA the weights in it too."""
     from tuneforge.config_resolve import resolve_config
-    from tuneforge.model_loading import ModelSource, load_model
     from tuneforge.devices import torch_dtype
+    from tuneforge.model_loading import ModelSource, load_model
     from tuneforge.tuner.trainer_setup import add_lora, build_trainer, training_arguments
 
     values = {"model.name": args.model_dir, "train.batch_size": args.batch_size, "train.max_steps": steps,
-              "train.max_seq_length": args.max_length, "train.save_steps": 10**6, "train.logging_steps": 10**6, **overrides}  # fmt: skip
+              "train.max_seq_length": args.max_length, "train.save_steps": 10**6, "train.logging_steps": 10**6,
+              "train.device": args.device, **overrides}  # fmt: skip
     cfg = resolve_config(values, env={}).config
     precision = cfg.train.precision if cfg.train.precision != "auto" else "fp32"
+    weights = precision if args.device == "cuda" else "fp32"  # as train.load_base: CPU keeps fp32 weights
     source = ModelSource(args.model_dir, args.model_dir, "local", "bench")
-    model = add_lora(load_model(source, torch_dtype("fp32"), "cpu"), cfg, False)
-    trainer = build_trainer(model, tokenizer, training_arguments(cfg, "cpu", precision, Path(tempfile.mkdtemp())), rows, [], [])
+    model = add_lora(load_model(source, torch_dtype(weights), args.device), cfg, False)
+    training_args = training_arguments(cfg, args.device, precision, Path(tempfile.mkdtemp()))
+    for key, value in extras.items():  # before SFTTrainer is built: it adapts the Liger settings there
+        setattr(training_args, key, value)
+    trainer = build_trainer(model, tokenizer, training_args, rows, [], [])
     trainer.data_collator = _counting(trainer.data_collator, meter)
     return trainer
 
 
-def build_baseline(pipeline: str, tokenizer, conversations, rows, args, meter: Meter, steps: int):
-    """'trl': SFTTrainer with its defaults on the raw conversations. 'guide': Trainer, every row padded to max length."""
+def build_baseline(pipeline: str, tokenizer, conversations, rows, extras: dict, args, meter: Meter, steps: int):
+    """'trl': SFTTrainer with its defaults on the raw conversations. 'guide': Trainer, every row padded to max length.
+
+    On CUDA both load the weights in bf16 and train with bf16 autocast, as their docs show it.
+    """
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
     from trl import SFTConfig, SFTTrainer
 
+    cuda = args.device == "cuda"
     lora = LoraConfig(r=32, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.bfloat16 if cuda else torch.float32,
+                                                 attn_implementation="sdpa")  # fmt: skip
     common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size, max_steps=steps,
-                  learning_rate=2e-4, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
-                  logging_steps=10**6, seed=42)  # fmt: skip
+                  learning_rate=2e-4, report_to="none", save_strategy="no", use_cpu=not cuda, disable_tqdm=True,
+                  logging_steps=10**6, seed=42, **extras)  # fmt: skip
+    if cuda:
+        common["bf16"] = True
     if pipeline == "trl":
         config = SFTConfig(max_length=args.max_length, **common)
         data = Dataset.from_list([{"messages": c} for c in conversations])
@@ -226,31 +373,52 @@ def answer_loss(model, rows: list[dict]) -> float:
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
         for row in rows:
-            ids, labels = torch.tensor([row["input_ids"]]), torch.tensor([row["labels"]])
+            ids, labels = torch.tensor([row["input_ids"]], device=device), torch.tensor([row["labels"]], device=device)
             n = int((labels[:, 1:] != -100).sum())
             total += float(model(input_ids=ids, labels=labels).loss) * n
             count += n
     return total / max(count, 1)
 
 
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def report(results: dict, args: argparse.Namespace) -> None:
-    trl, guide = results.get("trl"), results.get("guide")
-    header = f"{'pipeline':<14}{'real tok/s':>11}{'padded tok/s':>13}{'s/step':>8}{'peak RSS MB':>12}{'loss':>8}{'× TRL':>7}{'× guide':>8}"
+    ok = {name: r for name, r in results.items() if "error" not in r}
+    trl, guide = ok.get("trl"), ok.get("guide")
+    cuda = args.device == "cuda"
+    memory = "peak GPU MB" if cuda else "peak RSS MB"
+    header = (f"{'pipeline':<14}{'real tok/s':>11}{'padded tok/s':>13}{'s/step':>8}{memory:>12}{'loss':>8}"
+              f"{'× TRL':>7}{'× guide':>8}" + (f"{'TFLOP/s':>9}{'MFU':>7}" if cuda else ""))  # fmt: skip
     print("\n" + header)
     for name, r in results.items():
+        if "error" in r:
+            print(f"{name:<14}FAILED: {r['error'].strip().splitlines()[-1][:200] if r['error'].strip() else '?'}")
+            continue
         vs_trl = r["real_tokens_per_s"] / trl["real_tokens_per_s"] if trl else float("nan")
         vs_guide = r["real_tokens_per_s"] / guide["real_tokens_per_s"] if guide else float("nan")
         r.update(ratio_vs_trl=vs_trl, ratio_vs_guide=vs_guide)
-        print(f"{name:<14}{r['real_tokens_per_s']:>11.1f}{r['padded_tokens_per_s']:>13.1f}{r['seconds_per_step']:>8.2f}"
-              f"{r['peak_rss_mb']:>12.0f}{r['final_loss']:>8.3f}{vs_trl:>7.2f}{vs_guide:>8.2f}")  # fmt: skip
-    meta = {"tiny": args.tiny, "warmup": args.warmup, "steps": args.steps, "batch_size": args.batch_size,
-            "max_length": args.max_length, "cpu_count": os.cpu_count()}  # fmt: skip
+        mem = r["peak_gpu_mb"] if cuda else r["peak_rss_mb"]
+        line = (f"{name:<14}{r['real_tokens_per_s']:>11.1f}{r['padded_tokens_per_s']:>13.1f}{r['seconds_per_step']:>8.3f}"
+                f"{mem:>12.0f}{r['final_loss']:>8.3f}{vs_trl:>7.2f}{vs_guide:>8.2f}")  # fmt: skip
+        if cuda:
+            line += f"{r['achieved_tflops']:>9.1f}{_fmt(r['mfu'] and 100 * r['mfu'], '>6.1f')}%"
+        print(line)
+    save(results, args)
+    print(f"\nwrote {args.json}")
+
+
+def save(results: dict, args: argparse.Namespace) -> None:
+    meta = {"tiny": args.tiny, "model_config": args.model_config, "device": args.device, "warmup": args.warmup,
+            "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
+            "cpu_count": os.cpu_count(), "peak_tflops": args.peak_tflops if args.device == "cuda" else None}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"settings": meta, "results": results}, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,47 @@ def test_train_throughput_runs_on_a_tiny_model(tmp_path):
     assert report["guide"]["padded_tokens_per_s"] > report["guide"]["real_tokens_per_s"], "the guide pads to max length"
     assert report["tuneforge"]["padded_tokens_per_s"] == pytest.approx(report["tuneforge"]["real_tokens_per_s"])
     assert "× TRL" in result.stdout
+
+
+@pytest.mark.slow
+def test_train_throughput_builds_a_model_from_its_config(tmp_path):
+    """The GPU path's model (--model-config), run on a CPU; Liger is recorded as failed, not fatal (--keep-going)."""
+    from tests.conftest import build_tiny_tokenizer
+
+    build_tiny_tokenizer(tmp_path / "tokenizer")
+    out = tmp_path / "throughput.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/train_throughput.py", "--model-config", "tiny", "--tokenizer", str(tmp_path / "tokenizer"),
+         "--device", "cpu", "--only", "tuneforge,tf-liger", "--keep-going", "--warmup", "1", "--steps", "2",
+         "--max-length", "128", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["settings"]["model_config"] == "tiny" and report["settings"]["device"] == "cpu"
+    row = report["results"]["tuneforge"]
+    assert row["batches"] == 3 and row["real_tokens_per_s"] > 0
+    assert row["peak_gpu_mb"] is None and row["mfu"] is None  # GPU-only columns
+    assert row["attn_implementation"] == "sdpa" and row["achieved_tflops"] > 0
+    assert "error" in report["results"]["tf-liger"], "Liger's Triton kernels cannot run on a CPU"
+    assert "tf-liger: FAILED" in result.stdout
+
+
+def test_throughput_meter_times_only_the_last_batches():
+    """The data holds exactly warm-up + timed batches, so prefetching cannot shift what is counted."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    meter = bench.Meter(warmup=1, timed=2, device="cpu")
+    meter.count({"input_ids": torch.zeros(2, 8), "attention_mask": torch.ones(2, 8)})  # warm-up: not counted
+    meter.count({"input_ids": torch.zeros(2, 4), "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])})
+    meter.count({"input_ids": torch.zeros(1, 6)})  # padding-free: one row, no mask, every token real
+    assert (meter.real, meter.padded) == (11, 14)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 3), torch.nn.Linear(3, 10))
+    assert bench.matmul_params(model) == 4 * 3 + 3 * 10  # the embedding lookup is no matrix product
+    assert set(bench.DEFAULT_ONLY) == set(bench.PIPELINES) - {"tf-liger", "trl-liger"}
+    assert bench.MODEL_CONFIGS["llama-0.5b"]["vocab_size"] == 49152  # SmolLM2's tokenizer
