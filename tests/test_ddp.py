@@ -1,17 +1,19 @@
-"""Guards `train --nproc 2` (torchrun, gloo, CPU): both ranks train, rank 0 alone writes, DDP equals one process."""
+"""Guards `train --nproc 2` (torchrun, gloo, CPU): both ranks train, rank 0 alone writes, DDP equals one process, resume."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import tiny_train_values
+from tests.conftest import adapter_diff, tiny_train_values
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +26,8 @@ ATOL = 1e-4
 
 
 def _settings(model_dir: Path, dataset: Path, out: Path, batch_size: int) -> dict:
-    values = tiny_train_values(model_dir, dataset, out, **{"train.batch_size": batch_size, "train.eval_examples": 4})
+    values = tiny_train_values(model_dir, dataset, out, **{"train.batch_size": batch_size, "train.eval_examples": 4,
+                                                          "train.max_steps": 30, "train.logging_steps": 1})  # fmt: skip
     values.update({"train.device": "cpu", "train.precision": "fp32"})
     return values
 
@@ -44,26 +47,40 @@ def _adapter(folder: Path) -> dict:
     return load_file(folder / "adapter_model.safetensors")
 
 
-def test_two_processes_train_like_one(tiny_model_dir, tiny_dataset, tmp_path):
-    from tuneforge.train import run_train
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+TUNEFORGE = Path(sys.executable).with_name("tuneforge")
 
+
+def _launch(config: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(TUNEFORGE), "train", "--nproc", "2", "--config", str(config)], cwd=cwd,
+                          env=ENV, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, tiny_model_dir, tiny_dataset) -> tuple[Path, subprocess.CompletedProcess]:
+    """An uninterrupted `train --nproc 2` run (global batch 4) and its output."""
+    tmp_path = tmp_path_factory.mktemp("ddp-run")
     run_dir = tmp_path / "ddp"
     run_dir.mkdir()
     config = _as_yaml(_settings(tiny_model_dir, tiny_dataset, run_dir / "results", 2), tmp_path / "ddp.yaml")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    tuneforge = Path(sys.executable).with_name("tuneforge")
-    done = subprocess.run([str(tuneforge), "train", "--nproc", "2", "--config", str(config)], cwd=run_dir,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    done = _launch(config, run_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return run_dir, done
+
+
+def test_two_processes_train_like_one(ddp_run, tiny_model_dir, tiny_dataset, tmp_path):
+    from tuneforge.train import run_train
+
+    run_dir, done = ddp_run
     out = run_dir / "results"
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["world_size"], metrics["global_batch"]) == (2, 4)
     # both ranks trained: each saves its own random state into every checkpoint
-    assert sorted(p.name for p in (out / "checkpoints" / "checkpoint-12").glob("rng_state_*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert sorted(p.name for p in (out / "checkpoints" / "checkpoint-30").glob("rng_state_*")) == ["rng_state_0.pth", "rng_state_1.pth"]
     # one results folder, one log, and progress printed once (by rank 0)
     assert [p.name for p in run_dir.iterdir()] == ["results"]
-    assert len(list(tmp_path.rglob("training_log_*"))) == 1
-    assert done.stdout.count("held-out loss, base model") == 1 and done.stdout.count("step 12/12") == 1
+    assert len(list(run_dir.rglob("training_log_*"))) == 1
+    assert done.stdout.count("held-out loss, base model") == 1 and done.stdout.count("step 30/30") == 1
     assert "processes: 2 (ddp), global batch 2 × 1 × 2 = 4 sequences per update" in done.stdout
 
     single = tmp_path / "single"
@@ -75,3 +92,30 @@ def test_two_processes_train_like_one(tiny_model_dir, tiny_dataset, tmp_path):
     assert worst < ATOL, f"DDP and single-process adapters differ by {worst}"
     moved = max(v.abs().max().item() for k, v in one.items() if "lora_B" in k)  # lora_B starts at zero
     assert moved > 100 * ATOL, "training barely moved the weights, so the comparison proves nothing"
+
+
+def test_a_stopped_ddp_run_resumes_to_the_same_adapter(ddp_run, tiny_model_dir, tiny_dataset, tmp_path):
+    """SIGTERM to `tuneforge train --nproc 2` (as a scheduler sends it): both ranks stop at the same step,
+    save one checkpoint, exit 143; the same command then resumes and ends where the uninterrupted run did."""
+    out = tmp_path / "results"
+    config = _as_yaml(_settings(tiny_model_dir, tiny_dataset, out, 2), tmp_path / "ddp.yaml")
+    log = tmp_path / "stopped.out"
+    with log.open("w") as handle:
+        command = [str(TUNEFORGE), "train", "--nproc", "2", "--config", str(config)]
+        process = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=handle, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while "step 3/30" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 143, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.count("Stopped at step") == 1  # rank 0 says it; rank 1 stops quietly
+    step = int(text.split("Stopped at step ")[1].split()[0])
+    assert 3 <= step < 30 and (out / "checkpoints" / f"checkpoint-{step}" / "rng_state_1.pth").is_file()
+    resumed = _launch(config, tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"from checkpoint-{step} (step {step} of 30)" in resumed.stdout
+    assert adapter_diff(ddp_run[0] / "results", out) <= 1e-6
+    history = [(e["step"], e["loss"]) for e in json.loads((out / "metrics.json").read_text())["loss_history"]]
+    reference = json.loads((ddp_run[0] / "results" / "metrics.json").read_text())["loss_history"]
+    assert history == [(e["step"], e["loss"]) for e in reference]

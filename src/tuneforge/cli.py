@@ -63,7 +63,8 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except Stopped as exc:
-        typer.echo(f"\n{exc}", err=True)
+        if str(exc):  # empty on ranks other than 0, which stop quietly
+            typer.echo(f"\n{exc}", err=True)
         raise typer.Exit(exc.code) from None
     except KeyboardInterrupt:
         typer.echo("\nStopped by Ctrl-C.", err=True)

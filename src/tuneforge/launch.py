@@ -152,17 +152,27 @@ def child_flags(flags: Any, debug: bool) -> list[str]:
     return ["--resume"] * flags.resume + ["--resume-anyway"] * flags.resume_anyway + ["--debug"] * debug
 
 
-def wait_for_launcher(command: list[str]) -> int:
-    """Ctrl-C reaches every process of the terminal; the children save and stop, and the parent must
-    outlive them to report their exit code. A SIGTERM sent to the parent alone is passed on."""
+def wait_for_launcher(command: list[str]) -> tuple[int, int | None]:
+    """Run the launcher; returns its exit code and the signal that stopped the run, if one did.
+
+    Ctrl-C reaches every process of the terminal: the children save and stop, and the parent
+    must outlive them to report it. A SIGTERM sent to the parent alone is passed on. torchrun
+    itself exits 1 with a traceback when signalled, so the parent's own record says what happened.
+    """
     process = subprocess.Popen(command, env=child_environment())
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    previous_term = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if signum == signal.SIGTERM:
+            process.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return process.wait()
+        return process.wait(), (received[0] if received else None)
     finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: LaunchOptions,
@@ -186,9 +196,10 @@ def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: Launc
         config_path = write_resolved_config(resolved, Path(folder))
         command = build_command(opts, nproc, ["--config", str(config_path)] + child_flags(flags, debug))
         print(f"Launching {nproc * opts.nnodes} processes ({nproc} on this machine): {' '.join(command)}", flush=True)
-        code = wait_for_launcher(command)
-    if code in (130, 143):
-        raise Stopped("Training stopped; the processes saved a checkpoint (see above). Run the same command again to resume.", code)
+        code, signalled = wait_for_launcher(command)
+    if signalled is not None or code in (130, 143):
+        raise Stopped("Training stopped; the processes saved a checkpoint (see above). Run the same command "
+                      "again to resume.", 128 + signalled if signalled else code)  # fmt: skip
     if code != 0:
         raise UserError(
             f"A training process stopped with exit code {code}; its own message is above. "

@@ -88,6 +88,11 @@ def stop_progress(trainer: Any) -> None:
 
 
 def stopped(trainer: Any, code: int) -> Stopped:
+    """Rank 0 says where the checkpoint is; the other ranks stop with the same code and say nothing."""
+    from tuneforge.distributed import is_main_process
+
+    if not is_main_process():
+        return Stopped("", code)
     step, total = trainer.state.global_step, trainer.state.max_steps
     folder = Path(trainer.args.output_dir) / f"checkpoint-{step}"
     return Stopped(
