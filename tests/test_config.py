@@ -63,6 +63,18 @@ def test_every_guide_variable_reaches_its_field():
     assert all(resolved.sources[k].startswith("env ") for k in ("model.name", "data.dataset", "lora.r"))
 
 
+def test_a_source_names_the_flag_that_was_typed():
+    """Flags not named after their field (--model, --packing, --lora-r) are shown as typed, not as --name."""
+    typed = dry_run("--model", "smollm2-135m", "--packing", "--lora-r", "4", "--dataset-split", "train",
+                    "--data-format", "messages", "--no-load-in-4bit")  # fmt: skip
+    sources = {key: value for key, value in typed["sources"].items() if value.startswith("cli ")}
+    assert sources == {
+        "model.name": "cli --model", "train.padding_free": "cli --packing", "lora.r": "cli --lora-r",
+        "data.split": "cli --dataset-split", "data.format": "cli --data-format", "model.load_in_4bit": "cli --load-in-4bit",
+    }  # fmt: skip
+    assert dry_run(env={"LOAD_IN_4BIT": "1"})["config"]["model"]["load_in_4bit"] is True
+
+
 def test_dry_run_prints_every_value_with_its_source():
     result = tuneforge("train", "--dry-run", "--max-steps", "3")
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from tuneforge.config import field_help
+from tuneforge.config import field_help, flag_for
 from tuneforge.errors import EXIT_USAGE, Stopped, UserError, not_available_yet
 
 app = typer.Typer(
@@ -29,8 +29,13 @@ _LOOSE = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _opt(key: str, *names: str) -> Any:
-    """A CLI flag whose help text is the config field's own description (documented once)."""
-    return typer.Option(*names, help=field_help(key), show_default=False)
+    """A CLI flag whose help text is the config field's own description (documented once).
+
+    Its name is config.flag_for(key), the one the resolved config names as the value's source.
+    """
+    primary = flag_for(key)
+    assert not names or names[0].split("/")[0] == primary, (key, names)  # a renamed flag must be renamed there too
+    return typer.Option(*(names or (primary,)), help=field_help(key), show_default=False)
 
 
 # Flags shared by `train` and `data check`: declared once, so their help and names never drift.
@@ -82,6 +87,7 @@ def train(
     val_size: ValSizeOpt = None,
     drop_long: DropLongOpt = None,
     packing: Annotated[Optional[bool], _opt("train.padding_free", "--packing/--no-packing")] = None,
+    load_in_4bit: Annotated[Optional[bool], _opt("model.load_in_4bit", "--load-in-4bit/--no-load-in-4bit")] = None,
     group_by_length: Annotated[Optional[bool], _opt("train.group_by_length", "--group-by-length")] = None,
     output_dir: Annotated[Optional[Path], _opt("train.output_dir", "--output-dir")] = None,
     batch_size: Annotated[Optional[int], _opt("train.batch_size", "--batch-size")] = None,
@@ -123,7 +129,8 @@ def train(
     if no_eval:
         cli_values["train.eval_examples"] = 0
     cli_values["train.strategy"] = strategy
-    cli_values.update({"train.padding_free": packing, "train.group_by_length": group_by_length})
+    cli_values.update({"train.padding_free": packing, "train.group_by_length": group_by_length,
+                       "model.load_in_4bit": load_in_4bit})  # fmt: skip
     cli_values.update({"data.format": data_format, "data.map": data_map, "data.split": dataset_split,
                        "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
 

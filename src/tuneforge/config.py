@@ -162,6 +162,19 @@ def field_help(key: str) -> str:
     return SECTIONS[section].model_fields[name].description or ""
 
 
+# Flags not named after their field ("--" + name with dashes); cli.py declares them with these names.
+FLAG_NAMES = {
+    "model.name": "--model", "data.dataset": "--dataset", "data.format": "--data-format", "data.map": "--data-map",
+    "data.split": "--dataset-split", "lora.r": "--lora-r", "lora.alpha": "--lora-alpha",
+    "lora.dropout": "--lora-dropout", "train.padding_free": "--packing",
+}  # fmt: skip
+
+
+def flag_for(key: str) -> str:
+    """The CLI flag of a dotted key, so the source shown and the fix suggested name the flag the user typed."""
+    return FLAG_NAMES.get(key, "--" + key.split(".")[1].replace("_", "-"))
+
+
 def all_keys() -> list[str]:
     """Every dotted key the config accepts, for 'did you mean' and for source tracking."""
     return [f"{s}.{f}" for s, cls in SECTIONS.items() for f in cls.model_fields]

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tuneforge.config import SECTIONS, TuneforgeConfig, all_keys, default_values
+from tuneforge.config import SECTIONS, TuneforgeConfig, all_keys, default_values, flag_for
 from tuneforge.errors import UserError
 
 # The guide's variable names, so its instructions keep working with tuneforge.
@@ -33,6 +33,7 @@ ENV_VARS: dict[str, str] = {
     "LORA_ALPHA": "lora.alpha",
     "LORA_DROPOUT": "lora.dropout",
     "SEED": "train.seed",
+    "LOAD_IN_4BIT": "model.load_in_4bit",
     "TUNEFORGE_API_KEY": "serve.api_key",
 }
 
@@ -104,7 +105,7 @@ def _merge(layers, profile) -> tuple[dict[str, Any], dict[str, str]]:
             if label == "env":
                 sources[key] = f"env {env_names[key]}"
             elif label == "cli":
-                sources[key] = f"cli --{key.split('.')[1].replace('_', '-')}"
+                sources[key] = f"cli {flag_for(key)}"
             elif label == "profile":
                 sources[key] = f"profile: {profile.overrides()[key][1]}"
             else:
