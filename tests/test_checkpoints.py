@@ -136,3 +136,18 @@ def test_a_folder_without_a_manifest_never_counts(tmp_path):
         from tuneforge.tuner.resume import plan_resume
 
         plan_resume(tmp_path, {"train": {"max_steps": 10}}, ResumeFlags(), 1)
+
+
+def test_the_mps_random_state_is_saved_and_restored(tmp_path, monkeypatch):
+    """transformers leaves MPS out of rng_state.pth; on a Mac dropout masks would differ after a resume."""
+    import torch
+
+    from tuneforge.tuner import checkpointing
+
+    state, restored = torch.arange(8, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: state)
+    monkeypatch.setattr(torch.mps, "set_rng_state", restored.append)
+    checkpointing.save_mps_rng(tmp_path)
+    checkpointing.load_mps_rng(str(tmp_path))
+    assert (tmp_path / checkpointing.MPS_RNG).is_file() and torch.equal(restored[0], state)

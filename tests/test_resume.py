@@ -140,3 +140,10 @@ def test_leftovers_of_a_crashed_save_are_removed_with_a_log_line(stopped_at_6, t
     run_train(values(tiny_model_dir, tiny_dataset, stopped_at_6))
     assert "removed 1 unfinished checkpoint save(s) left by a crash: .staging-7" in log_text(stopped_at_6)
     assert not any(p.name.startswith(".") for p in (stopped_at_6 / "checkpoints").iterdir())
+
+
+def test_chat_on_an_unfinished_run_says_how_to_finish_it(stopped_at_6):
+    from tuneforge.results_folder import open_results
+
+    with pytest.raises(UserError, match="has not finished, so it has no adapter yet.*again to resume"):
+        open_results(stopped_at_6)

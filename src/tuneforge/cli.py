@@ -88,6 +88,8 @@ def train(
     drop_long: DropLongOpt = None,
     packing: Annotated[Optional[bool], _opt("train.padding_free", "--packing/--no-packing")] = None,
     load_in_4bit: Annotated[Optional[bool], _opt("model.load_in_4bit", "--load-in-4bit/--no-load-in-4bit")] = None,
+    save_steps: Annotated[Optional[int], _opt("train.save_steps")] = None,
+    save_total_limit: Annotated[Optional[int], _opt("train.save_total_limit")] = None,
     group_by_length: Annotated[Optional[bool], _opt("train.group_by_length", "--group-by-length")] = None,
     output_dir: Annotated[Optional[Path], _opt("train.output_dir", "--output-dir")] = None,
     batch_size: Annotated[Optional[int], _opt("train.batch_size", "--batch-size")] = None,
@@ -130,7 +132,8 @@ def train(
         cli_values["train.eval_examples"] = 0
     cli_values["train.strategy"] = strategy
     cli_values.update({"train.padding_free": packing, "train.group_by_length": group_by_length,
-                       "model.load_in_4bit": load_in_4bit})  # fmt: skip
+                       "model.load_in_4bit": load_in_4bit, "train.save_steps": save_steps,
+                       "train.save_total_limit": save_total_limit})  # fmt: skip
     cli_values.update({"data.format": data_format, "data.map": data_map, "data.split": dataset_split,
                        "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
 

@@ -32,6 +32,12 @@ class TrainedRun:
         return int(self.config.get("train", {}).get("max_seq_length", 512))
 
 
+def unfinished_run(folder: Path) -> bool:
+    from tuneforge.tuner.resume import run_status
+
+    return run_status(folder) == "unfinished"
+
+
 def open_results(folder: Path, model_override: str | None = None) -> TrainedRun:
     """Every check that needs no model weights: the folder, its files, the base model's identity."""
     if not folder.is_dir():
@@ -40,6 +46,11 @@ def open_results(folder: Path, model_override: str | None = None) -> TrainedRun:
             "Pass the results folder of a run with --adapter (default: results)."
         )
     missing = [name for name in NEEDED if not (folder / name).is_file()]
+    if missing and unfinished_run(folder):
+        raise UserError(
+            f"The run in '{folder}' has not finished, so it has no adapter yet. Run the same `tuneforge train` "
+            "command again to resume it; it continues from its newest checkpoint."
+        )
     if missing:
         raise UserError(
             f"'{folder}' is not a tuneforge results folder: {', '.join(missing)} missing. "
