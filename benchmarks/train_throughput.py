@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))  # for tests.conftest's tiny model builders
 PIPELINES: dict[str, tuple[str, dict]] = {
     "guide": ("guide", {}),
     "trl": ("trl", {}),
+    "trl-matched": ("trl-matched", {}),  # TRL given tuneforge's settings and answer-only loss: the loss check
     "tuneforge": ("tuneforge", {}),
     "tf-padded": ("tuneforge", {"train.padding_free": False}),
     "tf-grouped": ("tuneforge", {"train.padding_free": False, "train.group_by_length": True}),
@@ -50,6 +51,9 @@ PIPELINES: dict[str, tuple[str, dict]] = {
     "tf-bf16-dropout0": ("tuneforge", {"train.precision": "bf16", "lora.dropout": 0.0}),
     "tf-attn-only": ("tuneforge", {"lora.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}),
     "tf-fp32-dropout": ("tuneforge", {"train.precision": "fp32", "lora.dropout": 0.05}),  # the guide-like settings
+    "tf-compile": ("tuneforge", {}),
+    "tf-threads1": ("tuneforge", {}),
+    "tf-omp-passive": ("tuneforge", {}),
     "tf-liger": ("tuneforge", {}),
     "trl-liger": ("trl", {}),
 }
@@ -57,7 +61,10 @@ DEFAULT_ONLY = [name for name in PIPELINES if not name.endswith("liger")]  # Lig
 # Trainer arguments set on top of a pipeline's own. Liger: its RMSNorm, RoPE and SwiGLU kernels. TRL (1.16)
 # refuses Liger's fused linear cross-entropy because SFTTrainer already scores tokens with its own chunked,
 # fused LM head, which never builds the (tokens × vocab) logits either.
-TRAINER_EXTRAS: dict[str, dict] = {"tf-liger": {"use_liger_kernel": True}, "trl-liger": {"use_liger_kernel": True}}
+TRAINER_EXTRAS: dict[str, dict] = {"tf-liger": {"use_liger_kernel": True}, "trl-liger": {"use_liger_kernel": True},
+                                   "tf-compile": {"torch_compile": True}}  # fmt: skip
+# Environment of a pipeline's own process: thread count, and OpenMP threads that sleep instead of spin
+CHILD_ENV: dict[str, dict] = {"tf-threads1": {"OMP_NUM_THREADS": "1"}, "tf-omp-passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
 # Shapes built from a config with random weights (SmolLM2's tokenizer, so its 49,152-token vocabulary).
 _LLAMA = {"model_type": "llama", "vocab_size": 49152, "tie_word_embeddings": True, "max_position_embeddings": 8192,
@@ -167,7 +174,8 @@ def run_child(name: str, model_dir: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--one", name, "--model-dir", model_dir, "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                "--device", args.device, "--peak-tflops", str(args.peak_tflops)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {**os.environ, **CHILD_ENV.get(name, {})}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         if args.keep_going:
             return {"pipeline": name, "error": done.stderr[-3000:]}
@@ -337,7 +345,9 @@ def build_baseline(pipeline: str, tokenizer, conversations, rows, extras: dict, 
                   logging_steps=10**6, seed=42, **extras)  # fmt: skip
     if cuda:
         common["bf16"] = True
-    if pipeline == "trl":
+    if pipeline == "trl-matched":
+        trainer = matched_trl(model, tokenizer, conversations, common, args, steps)
+    elif pipeline == "trl":
         config = SFTConfig(max_length=args.max_length, **common)
         data = Dataset.from_list([{"messages": c} for c in conversations])
         trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora)
@@ -350,6 +360,26 @@ def build_baseline(pipeline: str, tokenizer, conversations, rows, extras: dict, 
         trainer.data_collator = _stack
     trainer.data_collator = _counting(trainer.data_collator, meter)
     return trainer
+
+
+def matched_trl(model, tokenizer, conversations, common: dict, args, steps: int):
+    """Plain TRL with every setting tuneforge uses (LoRA shape, rate, schedule, precision) and loss on
+    the answers only (TRL's prompt-completion format), so a loss gap can only come from the pipeline."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from tuneforge.config_resolve import resolve_config
+
+    cfg = resolve_config({"train.device": args.device}, env={}).config
+    t = cfg.train
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")  # fmt: skip
+    common = {**common, "learning_rate": t.learning_rate, "lr_scheduler_type": "cosine",
+              "warmup_steps": min(t.warmup_steps, steps // 5), "bf16": t.precision == "bf16"}  # fmt: skip
+    config = SFTConfig(max_length=args.max_length, completion_only_loss=True, **common)
+    data = Dataset.from_list([{"prompt": c[:-1], "completion": c[-1:]} for c in conversations])
+    return SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora)
 
 
 def _pad_row(row: dict, length: int, pad_id: int) -> dict:
@@ -397,6 +427,8 @@ def report(results: dict, args: argparse.Namespace) -> None:
               f"{'× TRL':>7}{'× guide':>8}" + (f"{'TFLOP/s':>9}{'MFU':>7}" if cuda else ""))  # fmt: skip
     print("\n" + header)
     for name, r in results.items():
+        if name == "loss_check":
+            continue
         if "error" in r:
             print(f"{name:<14}FAILED: {r['error'].strip().splitlines()[-1][:200] if r['error'].strip() else '?'}")
             continue
@@ -409,6 +441,12 @@ def report(results: dict, args: argparse.Namespace) -> None:
         if cuda:
             line += f"{r['achieved_tflops']:>9.1f}{_fmt(r['mfu'] and 100 * r['mfu'], '>6.1f')}%"
         print(line)
+    matched, ours = ok.get("trl-matched"), ok.get("tuneforge")
+    if matched and ours:  # same settings and answer-only loss on both sides: only the pipeline differs
+        gap = ours["final_loss"] / matched["final_loss"] - 1
+        results["loss_check"] = {"tuneforge": ours["final_loss"], "trl_matched": matched["final_loss"], "relative_gap": gap}
+        print(f"\nheld-out answer loss after the same examples: tuneforge {ours['final_loss']:.4f}, "
+              f"TRL with the same settings {matched['final_loss']:.4f} ({100 * gap:+.2f}%)")  # fmt: skip
     save(results, args)
     print(f"\nwrote {args.json}")
 

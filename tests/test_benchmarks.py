@@ -16,13 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_throughput_runs_on_a_tiny_model(tmp_path):
     out = tmp_path / "throughput.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/train_throughput.py", "--tiny", "--only", "guide,trl,tuneforge",
+        [sys.executable, "benchmarks/train_throughput.py", "--tiny", "--only", "guide,trl,trl-matched,tuneforge",
          "--warmup", "1", "--steps", "2", "--max-length", "128", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())["results"]
-    assert set(report) == {"guide", "trl", "tuneforge"}
+    check = report.pop("loss_check")  # tuneforge vs TRL with the same settings, answer-only loss on both
+    assert check["tuneforge"] == report["tuneforge"]["final_loss"] and abs(check["relative_gap"]) < 0.02
+    assert set(report) == {"guide", "trl", "trl-matched", "tuneforge"}
     for row in report.values():
         assert row["real_tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
     assert report["guide"]["padded_tokens_per_s"] > report["guide"]["real_tokens_per_s"], "the guide pads to max length"
