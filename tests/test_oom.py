@@ -194,3 +194,36 @@ def long_dataset(tmp_path_factory) -> Path:
             messages = [{"role": "user", "content": f"Define {chunk[0]['name']}."}, {"role": "assistant", "content": answer}]
             handle.write(json.dumps({"messages": messages}) + "\n")
     return path
+
+
+def test_an_oom_while_measuring_skips_the_figure_not_the_run(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset):
+    import torch
+    from transformers import Trainer
+
+    from tuneforge.train import run_train
+
+    def evaluate(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB.")
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    out = tmp_path / "results"
+    metrics = run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 3}))
+    assert metrics["eval_loss_before"] is None and metrics["eval_loss_after"] is None
+    assert (out / "adapter_model.safetensors").is_file()
+    log = "\n".join(p.read_text() for p in out.glob("training_log_*.log"))
+    assert "held-out loss, base model: skipped, out of memory" in log
+
+
+def test_an_oom_anywhere_else_is_one_paragraph_and_exit_2(monkeypatch):
+    from typer.testing import CliRunner
+
+    from tuneforge import train
+    from tuneforge.cli import app
+
+    def run_train(*args, **kwargs):
+        raise RuntimeError("MPS backend out of memory (MPS allocated: 8.89 GB, other allocations: 172.98 MB, max allowed: 9.07 GB).")
+
+    monkeypatch.setattr(train, "run_train", run_train)
+    result = CliRunner().invoke(app, ["train", "--max-steps", "3"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "out of memory (MPS backend out of memory" in result.output and "--batch-size" in result.output

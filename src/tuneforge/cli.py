@@ -74,6 +74,17 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
     except KeyboardInterrupt:
         typer.echo("\nStopped by Ctrl-C.", err=True)
         raise typer.Exit(130) from None
+    except (RuntimeError, MemoryError) as exc:
+        from tuneforge.tuner.oom import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        typer.echo(
+            f"Error: out of memory ({str(exc).splitlines()[0][:200]}). Lower --batch-size or --max-seq-length, "
+            "use a smaller --model, or close other programs. Training steps already saved are kept; "
+            "run the same command again to resume.", err=True,
+        )  # fmt: skip
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 @app.command()

@@ -235,10 +235,19 @@ def trainer_builder(model, tokenizer, datasets, cfg, plan, progress):
 
 
 def held_out(trainer, log, label: str) -> float | None:
+    """Held-out loss, or None with a log line when measuring it runs out of memory: a figure is not worth the run."""
+    from tuneforge.tuner.oom import free_memory, is_out_of_memory
     from tuneforge.tuner.trainer_setup import held_out_loss
 
     started = time.monotonic()
-    loss = held_out_loss(trainer)
+    try:
+        loss = held_out_loss(trainer)
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is absorbed
+        if not is_out_of_memory(exc):
+            raise
+        loss = None
+        log.info(f"held-out loss, {label}: skipped, out of memory (lower --batch-size to measure it)")
+    free_memory(str(trainer.args.device.type))
     if loss is not None:
         log.info(f"held-out loss, {label}: {loss:.4f} ({time.monotonic() - started:.0f} s)")
     return loss
@@ -309,7 +318,15 @@ def quick_check(model, tokenizer, eval_set, cfg, log) -> dict[str, Any] | None:
     if cfg.train.eval_examples == 0 or not questions:
         return None
     started = time.monotonic()
-    result = quick_eval(model, tokenizer, questions, limit=cfg.train.eval_examples)
+    try:
+        result = quick_eval(model, tokenizer, questions, limit=cfg.train.eval_examples)
+    except Exception as exc:  # noqa: BLE001 - the adapter is trained; an OOM here must not lose it
+        from tuneforge.tuner.oom import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        log.info("before/after check: skipped, out of memory (run `tuneforge eval` later with a smaller --batch-size)")
+        return None
     log.section(f"before/after on {result['examples']} held-out questions ({time.monotonic() - started:.0f} s)")
     for key, tuned in result["tuned"].items():
         log.info(f"{key}: base {result['base'][key]:.4f}, tuned {tuned:.4f}, difference {result['diff'][key]:+.4f}", show=False)
