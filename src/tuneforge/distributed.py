@@ -159,7 +159,8 @@ def plain_copies(strategy: str) -> bool:
 
     Only then do the extras around training run: an evaluate() before train() fails under FSDP2
     (transformers issue #48841), and rank 0 generating alone would wait forever for the shards
-    that FSDP/ZeRO-3 keep on the other ranks. Neither can be tried on this CPU-only CI.
+    that FSDP/ZeRO-3 keep on the other ranks. FSDP training itself runs in CI on two CPU processes
+    (tests/test_ddp.py); these extras stay off there, as on GPUs.
     """
     return world_size() == 1 or strategy == "ddp"
 
