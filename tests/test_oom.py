@@ -227,3 +227,20 @@ def test_an_oom_anywhere_else_is_one_paragraph_and_exit_2(monkeypatch):
     result = CliRunner().invoke(app, ["train", "--max-steps", "3"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "out of memory (MPS backend out of memory" in result.output and "--batch-size" in result.output
+
+
+def test_a_loss_plot_that_cannot_be_drawn_does_not_cost_the_run(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset):
+    """Seen in CI under `prlimit --as`: matplotlib's shared library could not be mapped after training."""
+    from tuneforge.train import run_train
+    from tuneforge.tuner import results
+
+    def plot_loss(*args, **kwargs):
+        raise ImportError("ft2font.cpython-311-x86_64-linux-gnu.so: failed to map segment from shared object")
+
+    monkeypatch.setattr(results, "plot_loss", plot_loss)
+    out = tmp_path / "results"
+    run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 2, "train.eval_examples": 0}))
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "loss.png").exists()
+    assert json.loads((out / "tuneforge-run.json").read_text())["status"] == "finished"
+    log = "\n".join(p.read_text() for p in out.glob("training_log_*.log"))
+    assert "loss.png not drawn (ImportError: ft2font" in log

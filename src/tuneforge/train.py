@@ -298,7 +298,10 @@ def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> 
     evals = {}
     if metrics["eval_loss_after"] is not None:
         evals = {"held-out, base": (0, metrics["eval_loss_before"]), "held-out, tuned": (metrics["steps"], metrics["eval_loss_after"])}
-    results.plot_loss(out / "loss.png", progress.history, evals)
+    try:  # a picture must not cost the run: under a tight memory limit matplotlib's libraries failed to load
+        results.plot_loss(out / "loss.png", progress.history, evals)
+    except (ImportError, OSError, MemoryError, RuntimeError) as exc:
+        log.info(f"loss.png not drawn ({type(exc).__name__}: {str(exc)[:160]}); metrics.json holds the same figures")
     licences = [plan["source"].licence, plan["data"].licence]
     results.write_model_card(out, resolved, plan["data"].source, licences, metrics)
     log.section("summary")
