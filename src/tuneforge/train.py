@@ -309,7 +309,8 @@ def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> 
              f"{metrics['tokens_per_s']:.0f} tokens/s, peak memory {metrics['peak_memory_mb']:.0f} MB")  # fmt: skip
     if metrics["eval_loss_after"] is not None:
         log.info(f"held-out loss: base {metrics['eval_loss_before']:.4f} -> tuned {metrics['eval_loss_after']:.4f}")
-    log.info(f"saved adapter, tokenizer, tuneforge.yaml, metrics.json, loss.png and README.md in {out}")
+    plot = ", loss.png" if (out / "loss.png").is_file() else ""
+    log.info(f"saved adapter, tokenizer, tuneforge.yaml, metrics.json{plot} and README.md in {out}")
 
 
 def quick_check(model, tokenizer, eval_set, cfg, log) -> dict[str, Any] | None:
