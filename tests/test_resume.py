@@ -147,3 +147,21 @@ def test_chat_on_an_unfinished_run_says_how_to_finish_it(stopped_at_6):
 
     with pytest.raises(UserError, match="has not finished, so it has no adapter yet.*again to resume"):
         open_results(stopped_at_6)
+
+
+def test_folder_states_are_told_apart(tmp_path):
+    from tuneforge.tuner.resume import run_status, write_marker
+
+    assert run_status(tmp_path / "missing") == "empty"
+    older = tmp_path / "older"  # results from before run markers: an adapter, no marker
+    older.mkdir()
+    (older / "adapter_model.safetensors").write_bytes(b"weights")
+    assert run_status(older) == "finished"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not ours")
+    assert run_status(other) == "foreign"
+    write_marker(other, "running", {})
+    assert run_status(other) == "unfinished"
+    write_marker(other, "finished", {})
+    assert run_status(other) == "finished"

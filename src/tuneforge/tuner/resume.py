@@ -54,8 +54,8 @@ def run_status(out: Path) -> str:
     if not out.is_dir() or not any(out.iterdir()):
         return "empty"
     marker = read_marker(out)
-    if marker is None:
-        return "foreign"
+    if marker is None:  # results written before run markers existed still count as a finished run
+        return "finished" if (out / "adapter_model.safetensors").is_file() else "foreign"
     return "unfinished" if marker.get("status") == "running" else "finished"
 
 
