@@ -122,10 +122,11 @@ def write_resolved_config(resolved: Any, folder: Path) -> Path:
     return path
 
 
-def preflight_parent(resolved: Any, opts: LaunchOptions, flags: Any) -> None:
+def preflight_parent(resolved: Any, opts: LaunchOptions, nproc: int, flags: Any) -> None:
     """What fails on bad input fails here, in one process and one message, not N tracebacks."""
     from tuneforge.model_loading import resolve_model
     from tuneforge.tuner.output_dir import prepare_output_dir
+    from tuneforge.tuner.resume import run_settings
 
     cfg = resolved.config
     require_deepspeed(cfg.train.strategy)
@@ -133,8 +134,7 @@ def preflight_parent(resolved: Any, opts: LaunchOptions, flags: Any) -> None:
         strategy_file(cfg.train.strategy)
     resolve_model(cfg.model.name)
     if opts.node_rank == 0:  # rank 0 lives on node 0; it is the only one that writes results
-        config = cfg.model_dump(mode="json")
-        prepare_output_dir(cfg.train.output_dir, flags, config, opts.nnodes * resolve_nproc(opts.nproc),
+        prepare_output_dir(cfg.train.output_dir, flags, run_settings(cfg), opts.nnodes * nproc,
                            log=lambda message: print(message, flush=True), claim=False)  # fmt: skip
 
 
@@ -191,7 +191,7 @@ def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: Launc
     from tuneforge.tuner.resume import ResumeFlags
 
     flags = flags or ResumeFlags()
-    preflight_parent(resolved, opts, flags)
+    preflight_parent(resolved, opts, nproc, flags)
     with tempfile.TemporaryDirectory(prefix="tuneforge-launch-") as folder:
         config_path = write_resolved_config(resolved, Path(folder))
         command = build_command(opts, nproc, ["--config", str(config_path)] + child_flags(flags, debug))

@@ -81,6 +81,7 @@ def preflight(resolved: ResolvedConfig, flags: Any) -> dict[str, Any]:
     from tuneforge.devices import check_four_bit, pick_device, pick_precision, prepare_environment
     from tuneforge.distributed import output_for_rank, setup_rank
     from tuneforge.model_loading import resolve_model
+    from tuneforge.tuner.resume import run_settings
 
     cfg = resolved.config
     device = pick_device(cfg.train.device, resolved.hardware)
@@ -92,8 +93,7 @@ def preflight(resolved: ResolvedConfig, flags: Any) -> dict[str, Any]:
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     if not data.conversations:
         raise UserError(f"The dataset '{cfg.data.dataset}' has no usable examples. Check the file or the preset name.")
-    # as asked, before a resumed run's batch shape is applied; serve is left out (it may hold an API key)
-    requested = cfg.model_dump(mode="json", exclude={"serve"})
+    requested = run_settings(cfg)  # as asked, before a resumed run's batch shape is applied
     out, log, start = output_for_rank(cfg.train.output_dir, flags, requested)  # only rank 0 writes files or prints
     if start.shape is not None:  # an earlier out-of-memory step-down: don't run out of memory again
         cfg.train.batch_size, cfg.train.grad_accum = start.shape
@@ -208,11 +208,11 @@ def train_model(model, tokenizer, rows, cfg, plan, log) -> tuple[Any, Any, float
     first = build(BatchShape(cfg.train.batch_size, cfg.train.grad_accum))
     before = held_out(first, log, "base model") if plain_copies(cfg.train.strategy) else None
     undo_eval_prepare(first)  # or train() skips the DDP wrap and ranks drift apart
-    pending = [first]
+    handover = [first]
+    del first  # after an out-of-memory step-down, nothing here may keep the old trainer alive
     started = time.monotonic()
     trainer, step_downs = train_with_recovery(
-        lambda shape: pending.pop() if pending else build(shape),
-        BatchShape(cfg.train.batch_size, cfg.train.grad_accum),
+        build, handover, BatchShape(cfg.train.batch_size, cfg.train.grad_accum),
         plan["start"].checkpoint, plan["device"], cfg.train.max_seq_length, log,
     )  # fmt: skip
     plan["step_downs"] = step_downs
@@ -236,18 +236,12 @@ def trainer_builder(model, tokenizer, datasets, cfg, plan, progress):
 
 def held_out(trainer, log, label: str) -> float | None:
     """Held-out loss, or None with a log line when measuring it runs out of memory: a figure is not worth the run."""
-    from tuneforge.tuner.oom import free_memory, is_out_of_memory
+    from tuneforge.tuner.oom import unless_out_of_memory
     from tuneforge.tuner.trainer_setup import held_out_loss
 
     started = time.monotonic()
-    try:
-        loss = held_out_loss(trainer)
-    except Exception as exc:  # noqa: BLE001 - only out-of-memory is absorbed
-        if not is_out_of_memory(exc):
-            raise
-        loss = None
-        log.info(f"held-out loss, {label}: skipped, out of memory (lower --batch-size to measure it)")
-    free_memory(str(trainer.args.device.type))
+    skipped = f"held-out loss, {label}: skipped, out of memory (lower --batch-size to measure it)"
+    loss = unless_out_of_memory(lambda: held_out_loss(trainer), log, skipped, trainer.args.device.type)
     if loss is not None:
         log.info(f"held-out loss, {label}: {loss:.4f} ({time.monotonic() - started:.0f} s)")
     return loss
@@ -317,19 +311,16 @@ def quick_check(model, tokenizer, eval_set, cfg, log) -> dict[str, Any] | None:
     """Base vs tuned on a few held-out questions: figures, and one answer pair side by side."""
     from tuneforge.evaluation.compare import format_comparison_table, quick_eval
     from tuneforge.tuner.compare import comparison_table
+    from tuneforge.tuner.oom import unless_out_of_memory
 
     questions = [c for c in eval_set if any(m["role"] == "user" for m in c)]  # plain text has no question
     if cfg.train.eval_examples == 0 or not questions:
         return None
     started = time.monotonic()
-    try:
-        result = quick_eval(model, tokenizer, questions, limit=cfg.train.eval_examples)
-    except Exception as exc:  # noqa: BLE001 - the adapter is trained; an OOM here must not lose it
-        from tuneforge.tuner.oom import is_out_of_memory
-
-        if not is_out_of_memory(exc):
-            raise
-        log.info("before/after check: skipped, out of memory (run `tuneforge eval` later with a smaller --batch-size)")
+    skipped = "before/after check: skipped, out of memory (run `tuneforge eval` later with a smaller --batch-size)"
+    result = unless_out_of_memory(lambda: quick_eval(model, tokenizer, questions, limit=cfg.train.eval_examples),
+                                  log, skipped, model.device.type)  # fmt: skip
+    if result is None:
         return None
     log.section(f"before/after on {result['examples']} held-out questions ({time.monotonic() - started:.0f} s)")
     for key, tuned in result["tuned"].items():

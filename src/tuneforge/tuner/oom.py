@@ -63,6 +63,19 @@ def step_down(shape: BatchShape, step: int, device: str, max_seq_length: int) ->
     return shape.halved()
 
 
+def unless_out_of_memory(measure, log, skipped: str, device: str):
+    """A figure around training (held-out loss, the before/after check) is not worth the run:
+    on out-of-memory it is skipped with a log line and None; any other error still raises."""
+    try:
+        return measure()
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is absorbed
+        if not is_out_of_memory(exc):
+            raise
+    log.info(skipped)
+    free_memory(device)
+    return None
+
+
 def free_memory(device: str) -> None:
     """Drop what the failed step held; callers must have let go of the exception (its frames pin tensors)."""
     import torch

@@ -32,12 +32,18 @@ class OptimizerPhase(TrainerCallback):
         self.inside = False
 
 
-def train_with_recovery(build: Callable[[BatchShape], Any], shape: BatchShape, checkpoint: Path | None,
+def train_with_recovery(build: Callable[[BatchShape], Any], handover: list[Any], shape: BatchShape, checkpoint: Path | None,
                         device: str, max_seq_length: int, log: Any) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
-    """Returns the trained trainer and the out-of-memory step-downs taken on the way."""
+    """Returns the trained trainer and the out-of-memory step-downs taken on the way.
+
+    `handover` holds the trainer already built for `shape` (the held-out loss was measured with
+    it), handed over in a list so that no caller keeps it, and its optimizer state, alive after a
+    step-down; `build` makes the smaller ones.
+    """
     step_downs: list[dict[str, Any]] = []
+    trainer = handover.pop()
     while True:
-        trainer, stop, phase = build(shape), StopOnSignal(log), OptimizerPhase()
+        stop, phase = StopOnSignal(log), OptimizerPhase()
         trainer.add_callback(stop)
         trainer.add_callback(phase)
         try:
@@ -61,7 +67,7 @@ def train_with_recovery(build: Callable[[BatchShape], Any], shape: BatchShape, c
         log.info(f"out of memory at step {failed_at}: {shape.describe()} -> {smaller.describe()} "
                  f"(same effective batch); continuing from {checkpoint.name if checkpoint else 'step 0'}")  # fmt: skip
         step_downs.append({"step": failed_at, "from": shape.micro_batch, "to": smaller.micro_batch, "grad_accum": smaller.grad_accum})
-        shape = smaller
+        shape, trainer = smaller, build(smaller)
 
 
 def keep_last_good_state(trainer: Any, in_optimizer_step: bool, log: Any) -> Path | None:
@@ -77,7 +83,7 @@ def keep_last_good_state(trainer: Any, in_optimizer_step: bool, log: Any) -> Pat
             return root / f"checkpoint-{step}"
         except Exception as exc:  # noqa: BLE001 - a failed rescue save falls back to the last good one
             log.info(f"could not save step {step} after the out-of-memory error ({exc}); using the last checkpoint")
-    return checkpoint_store.newest_usable(root).folder
+    return existing.folder  # a failed save commits nothing, so the newest usable one is unchanged
 
 
 def stop_progress(trainer: Any) -> None:

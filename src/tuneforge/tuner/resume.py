@@ -45,6 +45,11 @@ class StartPlan:
     warnings: list[str] = field(default_factory=list)
 
 
+def run_settings(cfg: Any) -> dict[str, Any]:
+    """The settings a run is recorded with (marker, manifests); serve is left out, it may hold an API key."""
+    return cfg.model_dump(mode="json", exclude={"serve"})
+
+
 def flat(config: dict[str, Any]) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
 
@@ -114,11 +119,16 @@ def drift(old: dict[str, Any], new: dict[str, Any], manifest: dict[str, Any], wo
     before, now = flat(old), flat(new)
     rows = [(key, before.get(key), now.get(key)) for key in DRIFT_KEYS if before.get(key) != now.get(key)]
     train = new["train"]
-    old_batch = manifest["micro_batch"] * manifest["grad_accum"] * manifest["world_size"]
-    if old_batch != train["batch_size"] * train["grad_accum"] * world_size:
+    if not same_effective_batch(manifest, train, world_size):
         rows.append((BATCH, batch_of(manifest["micro_batch"], manifest["grad_accum"], manifest["world_size"]),
                      batch_of(train["batch_size"], train["grad_accum"], world_size)))  # fmt: skip
     return rows
+
+
+def same_effective_batch(manifest: dict[str, Any], train: dict[str, Any], world_size: int) -> bool:
+    """Sequences per update, in the checkpoint and now; a step-down or other process count may reach it differently."""
+    then = manifest["micro_batch"] * manifest["grad_accum"] * manifest["world_size"]
+    return then == train["batch_size"] * train["grad_accum"] * world_size
 
 
 def check_drift(out: Path, old, new, manifest, world_size: int, anyway: bool) -> None:
@@ -153,9 +163,6 @@ def drift_table(rows: list[tuple[str, Any, Any]]) -> str:
 def kept_shape(manifest: dict[str, Any], config: dict[str, Any], world_size: int) -> tuple[int, int] | None:
     """An out-of-memory step-down halved the micro-batch; the resumed run keeps it rather than fail again."""
     train = config["train"]
-    same_batch = manifest["micro_batch"] * manifest["grad_accum"] * manifest["world_size"] == (
-        train["batch_size"] * train["grad_accum"] * world_size
-    )
-    if same_batch and manifest["micro_batch"] < train["batch_size"]:
+    if same_effective_batch(manifest, train, world_size) and manifest["micro_batch"] < train["batch_size"]:
         return manifest["micro_batch"], manifest["grad_accum"]
     return None
