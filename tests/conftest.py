@@ -77,7 +77,7 @@ def assert_plain_exit_2(result: subprocess.CompletedProcess, *needles: str) -> N
 
 def stop_training_at(monkeypatch, step: int, signum: int = signal.SIGINT) -> None:
     """Send this process a signal at the end of `step`, as a user pressing Ctrl-C would."""
-    from tuneforge.tuner.progress import ProgressCallback
+    from tuneforge.recipe.progress import ProgressCallback
 
     original = ProgressCallback.on_step_end
 
@@ -141,7 +141,7 @@ def tiny_train_values(model_dir: Path, dataset: Path, output_dir: Path, **overri
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
     """A finished training run of the tiny model: the results folder a user gets from `train`."""
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     out = tmp_path_factory.mktemp("run") / "results"
     run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out))

@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import assert_plain_exit_2, stop_training_at, tiny_train_values
 from tuneforge.errors import Stopped, UserError
-from tuneforge.tuner import checkpoint_store
-from tuneforge.tuner.resume import ResumeFlags, read_marker
+from tuneforge.runs import checkpoint_store
+from tuneforge.runs.resume import ResumeFlags, read_marker
 
 RUN = {"train.save_steps": 3, "train.logging_steps": 1, "train.eval_examples": 0}
 FILES = [
@@ -26,7 +26,7 @@ FILES = [
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
     """A run stopped by Ctrl-C at step 6, holding checkpoint-3 and checkpoint-6."""
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     out = tmp_path_factory.mktemp("stopped") / "results"
     with pytest.MonkeyPatch.context() as patch:
@@ -50,7 +50,7 @@ def damage(path: Path, how: str) -> None:
 
 
 def plan_for(out: Path):
-    from tuneforge.tuner.output_dir import prepare_output_dir
+    from tuneforge.runs.output_dir import prepare_output_dir
 
     return prepare_output_dir(out, ResumeFlags(), read_marker(out)["config"], log=lambda *_: None)[1]
 
@@ -86,7 +86,7 @@ def test_a_changed_byte_is_caught_by_the_checksum(stopped_run, tmp_path):
 
 
 def test_training_resumes_past_a_torn_checkpoint(stopped_run, tmp_path, tiny_model_dir, tiny_dataset):
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     out = copy_of(stopped_run, tmp_path)
     damage(out / "checkpoints" / "checkpoint-6" / "optimizer.pt", "truncated")
@@ -133,7 +133,7 @@ def test_a_folder_without_a_manifest_never_counts(tmp_path):
     usable = checkpoint_store.newest_usable(tmp_path / "checkpoints")
     assert usable.folder is None and "tuneforge-checkpoint.json is missing" in usable.skipped[0]
     with pytest.raises(UserError, match="No usable checkpoint"):
-        from tuneforge.tuner.resume import plan_resume
+        from tuneforge.runs.resume import plan_resume
 
         plan_resume(tmp_path, {"train": {"max_steps": 10}}, ResumeFlags(), 1)
 

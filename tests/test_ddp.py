@@ -71,7 +71,7 @@ def ddp_run(tmp_path_factory, tiny_model_dir, tiny_dataset) -> tuple[Path, subpr
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
     """One process with the same global batch (4) as two processes of 2."""
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     single = tmp_path_factory.mktemp("single") / "results"
     run_train(_settings(tiny_model_dir, tiny_dataset, single, 4))

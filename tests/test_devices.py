@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from tuneforge.devices import check_four_bit, pick_device, pick_precision, prepare_environment
+from tuneforge.machine.devices import check_four_bit, pick_device, pick_precision, prepare_environment
 from tuneforge.errors import UserError
-from tuneforge.hardware import Gpu, Hardware
+from tuneforge.machine.hardware import Gpu, Hardware
 
 
 def machine(gpus: int = 0, mps: bool = False) -> Hardware:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.doctor import run_doctor
+from tuneforge.commands.doctor import run_doctor
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 KEYS = {
@@ -30,7 +30,7 @@ class BrokenTorch:
         return None
 
 sys.meta_path.insert(0, BrokenTorch())
-from tuneforge.doctor import run_doctor
+from tuneforge.commands.doctor import run_doctor
 run_doctor(json_out=True)
 """
 

@@ -28,7 +28,7 @@ TEST_STRINGS = [
 
 
 def export(results: Path, out: Path, fmt: str, quant: str | None = None, **kwargs) -> Path:
-    from tuneforge.export.command import run_export
+    from tuneforge.commands.export import run_export
 
     return run_export(results, out, fmt=fmt, quant=quant, **kwargs)
 
@@ -60,7 +60,7 @@ def sharp_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sharp_results(sharp_model_dir, tiny_dataset, tmp_path_factory) -> Path:
     from tests.conftest import tiny_train_values
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     out = tmp_path_factory.mktemp("sharp-run") / "results"
     fast = {"train.max_steps": 4, "train.save_steps": 100, "train.eval_examples": 4, "train.max_seq_length": 96}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuneforge.hardware import Gpu, Hardware, detect_hardware
-from tuneforge.profile import recommend_profile
+from tuneforge.machine.hardware import Gpu, Hardware, detect_hardware
+from tuneforge.machine.profile import recommend_profile
 
 SMALL = 134_515_008  # smollm2-135m, the embedded model
 BIG = 7_000_000_000

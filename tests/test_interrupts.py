@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.tuner import checkpoint_store, interrupts
+from tuneforge.runs import checkpoint_store, interrupts
 
 
 def train_command(model_dir: Path, dataset: Path, out: Path, steps: int) -> list[str]:

@@ -14,7 +14,7 @@ from tuneforge import distributed
 from tuneforge.cli import app
 from tuneforge.config_resolve import resolve_config
 from tuneforge.errors import UserError
-from tuneforge.launch import LaunchOptions, build_command, child_environment, resolve_nproc, write_resolved_config
+from tuneforge.commands.launch import LaunchOptions, build_command, child_environment, resolve_nproc, write_resolved_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["-m", "tuneforge", "train", "--config", "run.yaml"]
@@ -76,7 +76,7 @@ def test_strategy_files_parse(strategy, monkeypatch):
     args = distributed.strategy_arguments(strategy)
     if strategy == "fsdp":
         from tuneforge.config import TuneforgeConfig
-        from tuneforge.tuner.trainer_setup import training_arguments
+        from tuneforge.recipe.trainer_setup import training_arguments
 
         base = training_arguments(TuneforgeConfig(), "cpu", "fp32", Path("unused"))
         checked = dataclasses.replace(base, **args)  # transformers loads and validates the file here
@@ -140,7 +140,7 @@ def test_rank_helpers_read_torchruns_variables(monkeypatch):
 
 
 def test_other_ranks_write_nothing(monkeypatch, tmp_path):
-    from tuneforge.tuner.resume import ResumeFlags
+    from tuneforge.runs.resume import ResumeFlags
 
     monkeypatch.setenv("RANK", "1")
     out, log, plan = distributed.output_for_rank(tmp_path / "results", ResumeFlags(), {})

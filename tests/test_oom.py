@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import adapter_diff, stop_training_at, tiny_train_values
 from tuneforge.errors import Stopped, UserError
-from tuneforge.tuner.oom import BatchShape, is_out_of_memory, step_down
+from tuneforge.recipe.oom import BatchShape, is_out_of_memory, step_down
 
 REAL_OOM = [
     "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.64 GiB of which 1.12 GiB is "
@@ -94,7 +94,7 @@ RUN = {"train.save_steps": 4, "train.logging_steps": 1, "train.eval_examples": 0
 
 
 def test_an_injected_oom_steps_down_and_the_run_stays_the_same(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset):
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     reference = tmp_path / "reference"
     run_train(tiny_train_values(tiny_model_dir, tiny_dataset, reference, **RUN))
@@ -113,7 +113,7 @@ def test_an_injected_oom_steps_down_and_the_run_stays_the_same(monkeypatch, tmp_
 
 
 def test_a_resumed_run_keeps_the_smaller_micro_batch(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset):
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     out = tmp_path / "results"
     with monkeypatch.context() as patch:
@@ -128,8 +128,8 @@ def test_a_resumed_run_keeps_the_smaller_micro_batch(monkeypatch, tmp_path, tiny
 
 
 def test_out_of_memory_at_a_micro_batch_of_one_keeps_the_progress(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset):
-    from tuneforge.tuner.checkpoint_store import newest_usable
-    from tuneforge.train import run_train
+    from tuneforge.runs.checkpoint_store import newest_usable
+    from tuneforge.commands.train import run_train
 
     out = tmp_path / "results"
     inject_oom(monkeypatch, at_step=6, while_micro_batch_above=0)
@@ -200,7 +200,7 @@ def test_an_oom_while_measuring_skips_the_figure_not_the_run(monkeypatch, tmp_pa
     import torch
     from transformers import Trainer
 
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     def evaluate(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB.")
@@ -231,8 +231,8 @@ def test_an_oom_anywhere_else_is_one_paragraph_and_exit_2(monkeypatch):
 
 def test_a_loss_plot_that_cannot_be_drawn_does_not_cost_the_run(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset):
     """Seen in CI under `prlimit --as`: matplotlib's shared library could not be mapped after training."""
-    from tuneforge.train import run_train
-    from tuneforge.tuner import results
+    from tuneforge.commands.train import run_train
+    from tuneforge.runs import results
 
     def plot_loss(*args, **kwargs):
         raise ImportError("ft2font.cpython-311-x86_64-linux-gnu.so: failed to map segment from shared object")

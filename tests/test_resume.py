@@ -19,7 +19,7 @@ def values(model_dir, dataset, out, **overrides):
 
 
 def stopped_run(monkeypatch, model_dir, dataset, out: Path, step: int, **overrides) -> Stopped:
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     with monkeypatch.context() as patch:
         stop_training_at(patch, step)
@@ -39,7 +39,7 @@ def log_text(out: Path) -> str:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
     """The same run, never interrupted."""
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     out = tmp_path_factory.mktemp("reference") / "results"
     run_train(values(tiny_model_dir, tiny_dataset, out))
@@ -48,7 +48,7 @@ def reference(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
 
 @pytest.mark.parametrize("step", [1, 5, 11])
 def test_an_interrupted_run_resumes_to_the_same_adapter(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset, reference, step):
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     out = tmp_path / "results"
     stopped = stopped_run(monkeypatch, tiny_model_dir, tiny_dataset, out, step)
@@ -80,7 +80,7 @@ def stopped_at_6(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset) -> Path:
     ],
 )
 def test_changed_settings_are_refused_with_a_table(stopped_at_6, tiny_model_dir, tiny_dataset, tmp_path, key, new, shown):
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     if new == "copy":
         new = str(shutil.copy(tiny_dataset, tmp_path / "other.jsonl"))
@@ -94,8 +94,8 @@ def test_changed_settings_are_refused_with_a_table(stopped_at_6, tiny_model_dir,
 
 
 def test_resume_anyway_continues_with_the_new_learning_rate(stopped_at_6, tiny_model_dir, tiny_dataset, reference):
-    from tuneforge.train import run_train
-    from tuneforge.tuner.resume import ResumeFlags
+    from tuneforge.commands.train import run_train
+    from tuneforge.runs.resume import ResumeFlags
 
     run_train(values(tiny_model_dir, tiny_dataset, stopped_at_6, **{"train.learning_rate": 2.5e-3}),
               flags=ResumeFlags(resume=True, resume_anyway=True))  # fmt: skip
@@ -106,8 +106,8 @@ def test_resume_anyway_continues_with_the_new_learning_rate(stopped_at_6, tiny_m
 
 
 def test_a_finished_run_is_never_resumed_or_overwritten(reference, tiny_model_dir, tiny_dataset, tmp_path):
-    from tuneforge.train import run_train
-    from tuneforge.tuner.resume import ResumeFlags
+    from tuneforge.commands.train import run_train
+    from tuneforge.runs.resume import ResumeFlags
 
     with pytest.raises(UserError, match="already holds a finished run.*--output-dir.*--overwrite"):
         run_train(values(tiny_model_dir, tiny_dataset, reference))
@@ -118,8 +118,8 @@ def test_a_finished_run_is_never_resumed_or_overwritten(reference, tiny_model_di
 
 
 def test_a_run_that_died_before_its_first_checkpoint_starts_again(tmp_path, tiny_model_dir, tiny_dataset, reference):
-    from tuneforge.train import run_train
-    from tuneforge.tuner.resume import write_marker
+    from tuneforge.commands.train import run_train
+    from tuneforge.runs.resume import write_marker
 
     out = tmp_path / "results"
     out.mkdir()
@@ -132,7 +132,7 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_again(tmp_path, tiny
 
 
 def test_leftovers_of_a_crashed_save_are_removed_with_a_log_line(stopped_at_6, tiny_model_dir, tiny_dataset):
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     staging = stopped_at_6 / "checkpoints" / ".staging-7" / "checkpoint-7"
     staging.mkdir(parents=True)
@@ -143,14 +143,14 @@ def test_leftovers_of_a_crashed_save_are_removed_with_a_log_line(stopped_at_6, t
 
 
 def test_chat_on_an_unfinished_run_says_how_to_finish_it(stopped_at_6):
-    from tuneforge.results_folder import open_results
+    from tuneforge.runs.folder import open_results
 
     with pytest.raises(UserError, match="has not finished, so it has no adapter yet.*again to resume"):
         open_results(stopped_at_6)
 
 
 def test_folder_states_are_told_apart(tmp_path):
-    from tuneforge.tuner.resume import run_status, write_marker
+    from tuneforge.runs.resume import run_status, write_marker
 
     assert run_status(tmp_path / "missing") == "empty"
     older = tmp_path / "older"  # results from before run markers: an adapter, no marker

@@ -438,7 +438,7 @@ def serve_cli(*args: str):
      ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.com", False)],
 )  # fmt: skip
 def test_loopback_detection(host, loopback):
-    from tuneforge.serving.command import is_loopback
+    from tuneforge.commands.serve import is_loopback
 
     assert is_loopback(host) is loopback
 

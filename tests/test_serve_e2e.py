@@ -167,7 +167,7 @@ def live_server(app):
     """The app under a real uvicorn on a free loopback port, in a thread of this process."""
     import uvicorn
 
-    from tuneforge.serving.command import bind
+    from tuneforge.commands.serve import bind
 
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

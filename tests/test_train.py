@@ -101,7 +101,7 @@ def test_labels_mask_the_prompt(tiny_model_dir):
 def test_results_are_never_overwritten_silently(tiny_results, tiny_model_dir, tiny_dataset):
     from tests.conftest import tiny_train_values
     from tuneforge.errors import UserError
-    from tuneforge.train import run_train
+    from tuneforge.commands.train import run_train
 
     before = sorted(p.name for p in tiny_results.iterdir())
     with pytest.raises(UserError, match="--overwrite"):

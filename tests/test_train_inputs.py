@@ -97,7 +97,7 @@ def test_not_enough_disk_for_the_cache(tmp_path, monkeypatch):
 
 
 def test_overwrite_moves_the_old_run_aside(tmp_path):
-    from tuneforge.tuner.output_dir import ResumeFlags, prepare_output_dir
+    from tuneforge.runs.output_dir import ResumeFlags, prepare_output_dir
 
     out = tmp_path / "results"
     out.mkdir()

@@ -75,7 +75,7 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
         typer.echo("\nStopped by Ctrl-C.", err=True)
         raise typer.Exit(130) from None
     except (RuntimeError, MemoryError) as exc:
-        from tuneforge.tuner.oom import is_out_of_memory
+        from tuneforge.recipe.oom import is_out_of_memory
 
         if not is_out_of_memory(exc):
             raise
@@ -149,14 +149,14 @@ def train(
                        "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
 
     def go() -> None:
-        from tuneforge.distributed import is_launched_child
-        from tuneforge.train import run_train
-        from tuneforge.tuner.resume import ResumeFlags
+        from tuneforge.recipe.distributed import is_launched_child
+        from tuneforge.commands.train import run_train
+        from tuneforge.runs.resume import ResumeFlags
 
         flags = ResumeFlags(overwrite, resume or resume_anyway, resume_anyway)
 
         if (nproc or nnodes) and not is_launched_child():
-            from tuneforge.launch import LaunchOptions, run_launch
+            from tuneforge.commands.launch import LaunchOptions, run_launch
 
             opts = LaunchOptions(nproc or "auto", nnodes or 1, node_rank, master_addr, master_port, launcher)
             return run_launch(cli_values, config, opts, flags=flags, dry_run=dry_run, debug=debug)
@@ -177,7 +177,7 @@ def chat(
     """Talk to a tuned model (or the base model with --base)."""
 
     def go() -> None:
-        from tuneforge.chat import run_chat
+        from tuneforge.commands.chat import run_chat
 
         run_chat(adapter, prompt=prompt, use_base=base, max_new_tokens=max_new_tokens)
 
@@ -193,7 +193,7 @@ def doctor(
     """Check this machine and recommend training settings, each with its reason."""
 
     def go() -> None:
-        from tuneforge.doctor import run_doctor
+        from tuneforge.commands.doctor import run_doctor
 
         run_doctor(json_out=as_json, model=model)
 
@@ -229,7 +229,7 @@ def eval_(
     """Compare the base and the tuned model on held-out data: loss, ROUGE, BLEU, answers side by side."""
 
     def go() -> None:
-        from tuneforge.evaluation.command import run_eval
+        from tuneforge.commands.evaluate import run_eval
 
         run_eval(adapter, dataset, limit, as_json, max_new_tokens, batch_size, out, model)
 
@@ -254,7 +254,7 @@ def serve(
                   "serve.max_tokens_cap": max_tokens_cap, "serve.queue_size": queue_size}  # fmt: skip
 
     def go() -> None:
-        from tuneforge.serving.command import run_serve
+        from tuneforge.commands.serve import run_serve
 
         run_serve(adapter or [], model, cli_values, config, insecure_no_key)
 
@@ -274,7 +274,7 @@ def export(
     """Export a merged model or a GGUF file for llama.cpp and Ollama."""
 
     def go() -> None:
-        from tuneforge.export.command import run_export
+        from tuneforge.commands.export import run_export
 
         run_export(adapter, out, fmt=fmt, quant=quant, overwrite=overwrite, model=model)
 
@@ -306,7 +306,7 @@ def data_check(
                   "model.name": model, "train.max_seq_length": max_seq_length}  # fmt: skip
 
     def go() -> None:
-        from tuneforge.data_check import run_data_check
+        from tuneforge.commands.data_check import run_data_check
 
         run_data_check(cli_values, config_file=config, as_json=as_json)
 

@@ -12,6 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+# The fields a data row may hold; --data-map targets must be one of them. Here, not in data/,
+# because the config layer sits below the data layer and checks the map when it is parsed.
+FIELDS = ("messages", "conversations", "instruction", "input", "output", "system", "history",
+          "prompt", "completion", "text")  # fmt: skip
+
+
 class Section(BaseModel):
     """Unknown keys are errors (axolotl's untyped dict silently ignored typos)."""
 
@@ -64,8 +70,6 @@ class DataSection(Section):
     @classmethod
     def _parse_map(cls, value: object) -> object:
         """Accept the CLI's 'a=b,c=d' as well as a YAML mapping; targets must be fields we read."""
-        from tuneforge.data.formats import FIELDS
-
         if isinstance(value, str):
             pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
             if any(len(pair) != 2 or not all(p.strip() for p in pair) for pair in pairs):

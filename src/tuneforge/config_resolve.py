@@ -44,8 +44,8 @@ class ResolvedConfig:
 
     config: TuneforgeConfig
     sources: dict[str, str]
-    profile: Any = None  # tuneforge.profile.Profile, when hardware was considered
-    hardware: Any = None  # tuneforge.hardware.Hardware
+    profile: Any = None  # tuneforge.machine.profile.Profile, when hardware was considered
+    hardware: Any = None  # tuneforge.machine.hardware.Hardware
     layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,9 +87,9 @@ def _first_set(key: str, *layers: Mapping[str, Any]) -> str:
 
 
 def _profile_for(model_name: str, hardware: Any) -> tuple[Any, Any]:
-    from tuneforge.hardware import detect_hardware
+    from tuneforge.machine.hardware import detect_hardware
     from tuneforge.presets import estimate_model_params
-    from tuneforge.profile import recommend_profile
+    from tuneforge.machine.profile import recommend_profile
 
     hardware = hardware or detect_hardware()
     return recommend_profile(hardware, estimate_model_params(model_name)), hardware

@@ -1,4 +1,8 @@
-"""Map a preset name (what users type) to where its model or data really comes from."""
+"""Every preset name users can type, in one table: the offline model and data, and the online datasets.
+
+It sits in the config layer (it is data, no loading), so the hardware profile can size a model
+and the data layer can find a dataset without importing each other.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +56,33 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
         ),
     ),
 }
+
+# Datasets on the Hugging Face hub, for users who are online; data/hub.py loads them.
+@dataclass(frozen=True)
+class OnlinePreset:
+    hub_id: str
+    format: str
+    description: str
+    licence: str
+
+
+ONLINE_PRESETS = {
+    "wiki-medical-terms": OnlinePreset(
+        "aboonaji/wiki_medical_terms_llam2_format", "llama2-text",
+        "Wikipedia medical terms as Llama-2 [INST] chat text (the guide's dataset)",
+        "Data: aboonaji/wiki_medical_terms_llam2_format on the Hugging Face hub, from Wikipedia (CC BY-SA).",
+    ),
+    "medical-flashcards": OnlinePreset(
+        "medalpaca/medical_meadow_medical_flashcards", "alpaca",
+        "medAlpaca medical flashcards (Anki), question and answer",
+        "Data: medalpaca/medical_meadow_medical_flashcards on the Hugging Face hub (CC-BY-4.0; cite medAlpaca).",
+    ),
+    "alpaca": OnlinePreset(
+        "tatsu-lab/alpaca", "alpaca", "Stanford Alpaca, 52k general instructions",
+        "Data: tatsu-lab/alpaca on the Hugging Face hub (CC BY-NC 4.0: non-commercial use only).",
+    ),
+}
+
 
 # Sizes of common families, so the hardware profile can plan for a hub id without loading it.
 _SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])")

@@ -15,12 +15,11 @@ import json
 import re
 from typing import Any
 
+from tuneforge.config import FIELDS
 from tuneforge.errors import UserError
 
 Conversation = list[dict[str, str]]
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text", "llama2-text")
-FIELDS = ("messages", "conversations", "instruction", "input", "output", "system", "history",
-          "prompt", "completion", "text")  # fmt: skip
 REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
             "prompt-completion": ("prompt", "completion"), "text": ("text",), "llama2-text": ("text",)}  # fmt: skip
 SHAPES = "'messages', 'conversations', 'instruction'+'output', 'prompt'+'completion' or 'text'"

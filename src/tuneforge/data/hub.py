@@ -14,32 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tuneforge.errors import UserError
-
-
-@dataclass(frozen=True)
-class OnlinePreset:
-    hub_id: str
-    format: str
-    description: str
-    licence: str
-
-
-ONLINE_PRESETS = {
-    "wiki-medical-terms": OnlinePreset(
-        "aboonaji/wiki_medical_terms_llam2_format", "llama2-text",
-        "Wikipedia medical terms as Llama-2 [INST] chat text (the guide's dataset)",
-        "Data: aboonaji/wiki_medical_terms_llam2_format on the Hugging Face hub, from Wikipedia (CC BY-SA).",
-    ),
-    "medical-flashcards": OnlinePreset(
-        "medalpaca/medical_meadow_medical_flashcards", "alpaca",
-        "medAlpaca medical flashcards (Anki), question and answer",
-        "Data: medalpaca/medical_meadow_medical_flashcards on the Hugging Face hub (CC-BY-4.0; cite medAlpaca).",
-    ),
-    "alpaca": OnlinePreset(
-        "tatsu-lab/alpaca", "alpaca", "Stanford Alpaca, 52k general instructions",
-        "Data: tatsu-lab/alpaca on the Hugging Face hub (CC BY-NC 4.0: non-commercial use only).",
-    ),
-}
+from tuneforge.presets import ONLINE_PRESETS, OnlinePreset
 
 
 def is_saved_dataset(path: Path) -> bool:

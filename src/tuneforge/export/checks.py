@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UserError
-from tuneforge.model_loading import ModelSource
+from tuneforge.models.loading import ModelSource
 
 FORMATS = ("hf", "gguf")
 EXTRA_BYTES = 64 * 1024**2  # tokenizer, metadata, model card, and room to spare
@@ -110,7 +110,7 @@ def read_run_config(adapter: Path) -> dict[str, Any]:
 
 def pick_base(adapter: Path, run_config: dict[str, Any], model: str | None) -> ModelSource:
     """The base model: --model if given and it is the one the adapter was trained on, else the recorded one."""
-    from tuneforge.model_loading import resolve_model
+    from tuneforge.models.loading import resolve_model
 
     trained_on = (run_config.get("model") or {}).get("name")
     peft_base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
@@ -151,7 +151,7 @@ def base_config(source: ModelSource) -> Any:
     """The base model's config (config.json only: no weights load here)."""
     from transformers import AutoConfig
 
-    from tuneforge.model_loading import ensure_preset_cached
+    from tuneforge.models.loading import ensure_preset_cached
 
     path = ensure_preset_cached(source.name) if source.kind == "preset" else source.path
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.model_loading import ModelSource
+from tuneforge.models.loading import ModelSource
 
 
 def load_merged(adapter_dir: Path, source: ModelSource) -> tuple[Any, Any]:
@@ -19,7 +19,7 @@ def load_merged(adapter_dir: Path, source: ModelSource) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
     from tuneforge.data.encode import CHATML_TEMPLATE
-    from tuneforge.model_loading import load_model
+    from tuneforge.models.loading import load_model
 
     # fp32 for the merge: adding a small LoRA update to bf16 weights would round much of it away.
     base = load_model(source, torch.float32, "cpu")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.model_loading import ModelSource
+from tuneforge.models.loading import ModelSource
 
 
 def write_export_card(

@@ -100,7 +100,7 @@ def _same_key(name: str) -> str:
 
 def load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], None] = print) -> Engine:
     from tuneforge.data.encode import CHATML_TEMPLATE
-    from tuneforge.model_loading import resolve_model
+    from tuneforge.models.loading import resolve_model
 
     source = resolve_model(base_name)
     device, dtype = _device_and_dtype()
@@ -127,7 +127,7 @@ def _device_and_dtype() -> tuple[str, Any]:
 def _load_base(source: Any, dtype: Any, device: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    from tuneforge.model_loading import ensure_preset_cached
+    from tuneforge.models.loading import ensure_preset_cached
 
     path = str(ensure_preset_cached(source.name)) if source.kind == "preset" else source.path
     try:
@@ -144,7 +144,7 @@ def _load_tokenizer(adapter_dir: Path | None, source: Any) -> Any:
     """The results folder's tokenizer first: training may have added the pad token or chat template."""
     from transformers import AutoTokenizer
 
-    from tuneforge.model_loading import ensure_preset_cached
+    from tuneforge.models.loading import ensure_preset_cached
 
     if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
         path = str(adapter_dir)

@@ -22,7 +22,7 @@ from tuneforge.errors import UserError
 
 CHILD_ENV = "TUNEFORGE_LAUNCHED"  # set by `tuneforge train --nproc`, so the children never relaunch
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/ folder
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data: found after a wheel install too
 STRATEGY_FILES = {"fsdp": "fsdp.json", "deepspeed-zero2": "deepspeed-zero2.json", "deepspeed-zero3": "deepspeed-zero3.json"}
 SHARDED = ("fsdp", "deepspeed-zero3")  # each rank holds only a slice of the weights
 
@@ -83,8 +83,8 @@ def output_for_rank(path: Path, flags: Any, config: dict[str, Any]) -> tuple[Pat
     Two processes preparing one folder would race: with --overwrite each would move the other's
     fresh folder aside. Every rank still works out the same checkpoint to resume from.
     """
-    from tuneforge.tuner.output_dir import prepare_output_dir, start_plan_for_other_ranks
-    from tuneforge.tuner.runlog import RunLog
+    from tuneforge.runs.output_dir import prepare_output_dir, start_plan_for_other_ranks
+    from tuneforge.runs.runlog import RunLog
 
     if is_main_process():
         out, plan = prepare_output_dir(path, flags, config, world_size())

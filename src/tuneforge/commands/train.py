@@ -25,7 +25,7 @@ def run_train(
     as_json: bool = False,
     flags: Any = None,
 ) -> dict[str, Any] | None:
-    from tuneforge.tuner.resume import ResumeFlags
+    from tuneforge.runs.resume import ResumeFlags
 
     resolved = resolve_config(cli_values, config_file)
     if dry_run:
@@ -52,14 +52,14 @@ def print_dry_run(resolved: ResolvedConfig, as_json: bool) -> None:
 
 def dry_run_data_report(resolved: ResolvedConfig, console: Console) -> None:
     """The data report too, when the tokenizer is at hand; never a 20 s model conversion here."""
-    from tuneforge.model_loading import cache_root, resolve_model
+    from tuneforge.models.loading import cache_root, resolve_model
 
     source = resolve_model(resolved.config.model.name)
     cached = source.kind == "local" or (source.kind == "preset" and (cache_root() / "models" / source.name).is_dir())
     if not cached:
         console.print("Data report: run `tuneforge data check` (it needs the model's tokenizer).")
         return
-    from tuneforge.data_check import check_data
+    from tuneforge.commands.data_check import check_data
 
     check_data(resolved.config)
 
@@ -78,10 +78,10 @@ def describe_config(resolved: ResolvedConfig) -> list[str]:
 def preflight(resolved: ResolvedConfig, flags: Any) -> dict[str, Any]:
     """Everything that can fail on bad input, in seconds, before any model loads."""
     from tuneforge.data import load_conversations
-    from tuneforge.devices import check_four_bit, pick_device, pick_precision, prepare_environment
-    from tuneforge.distributed import output_for_rank, setup_rank
-    from tuneforge.model_loading import resolve_model
-    from tuneforge.tuner.resume import run_settings
+    from tuneforge.machine.devices import check_four_bit, pick_device, pick_precision, prepare_environment
+    from tuneforge.recipe.distributed import output_for_rank, setup_rank
+    from tuneforge.models.loading import resolve_model
+    from tuneforge.runs.resume import run_settings
 
     cfg = resolved.config
     device = pick_device(cfg.train.device, resolved.hardware)
@@ -104,8 +104,8 @@ def preflight(resolved: ResolvedConfig, flags: Any) -> dict[str, Any]:
 
 def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any]:
     from tuneforge.data.split import split_heldout, write_jsonl
-    from tuneforge.distributed import gathered_state_dict, is_main_process, plain_copies, run_shape
-    from tuneforge.tuner.resume import write_marker
+    from tuneforge.recipe.distributed import gathered_state_dict, is_main_process, plain_copies, run_shape
+    from tuneforge.runs.resume import write_marker
 
     cfg, out, started = resolved.config, plan["out"], time.monotonic()
     plain = plain_copies(cfg.train.strategy)  # False under FSDP/DeepSpeed: no extra eval or rank-0 generation
@@ -135,7 +135,7 @@ def _train(resolved: ResolvedConfig, plan: dict[str, Any], log) -> dict[str, Any
 
 
 def log_setup(log, resolved: ResolvedConfig, plan: dict[str, Any]) -> None:
-    from tuneforge.distributed import describe_processes
+    from tuneforge.recipe.distributed import describe_processes
 
     log.section("tuneforge train")
     hw = resolved.hardware
@@ -161,8 +161,8 @@ def log_setup(log, resolved: ResolvedConfig, plan: dict[str, Any]) -> None:
 def load_base(plan: dict[str, Any], cfg, log) -> tuple[Any, Any]:
     from transformers import set_seed
 
-    from tuneforge.devices import torch_dtype
-    from tuneforge.model_loading import load_model, load_tokenizer
+    from tuneforge.machine.devices import torch_dtype
+    from tuneforge.models.loading import load_model, load_tokenizer
 
     set_seed(cfg.train.seed)  # LoRA init and dropout depend on it
     tokenizer = load_tokenizer(plan["source"], cfg.model.trust_remote_code)
@@ -194,11 +194,11 @@ def encode_splits(tokenizer, train_set, eval_set, cfg, log) -> tuple[list, list]
 
 def train_model(model, tokenizer, rows, cfg, plan, log) -> tuple[Any, Any, float | None, float]:
     """LoRA on, held-out loss of the base, then the Trainer's loop under recovery (resume, signals, OOM)."""
-    from tuneforge.distributed import plain_copies, undo_eval_prepare
-    from tuneforge.tuner.oom import BatchShape
-    from tuneforge.tuner.progress import ProgressCallback
-    from tuneforge.tuner.recovery import train_with_recovery
-    from tuneforge.tuner.trainer_setup import add_lora, as_datasets
+    from tuneforge.recipe.distributed import plain_copies, undo_eval_prepare
+    from tuneforge.recipe.oom import BatchShape
+    from tuneforge.recipe.progress import ProgressCallback
+    from tuneforge.recipe.recovery import train_with_recovery
+    from tuneforge.recipe.trainer_setup import add_lora, as_datasets
 
     model = add_lora(model, cfg, cfg.train.gradient_checkpointing)
     trainable, total = model.get_nb_trainable_parameters()
@@ -221,8 +221,8 @@ def train_model(model, tokenizer, rows, cfg, plan, log) -> tuple[Any, Any, float
 
 def trainer_builder(model, tokenizer, datasets, cfg, plan, progress):
     """A trainer for a batch shape; out-of-memory recovery asks for a smaller one."""
-    from tuneforge.distributed import apply_strategy
-    from tuneforge.tuner.trainer_setup import build_trainer, training_arguments
+    from tuneforge.recipe.distributed import apply_strategy
+    from tuneforge.recipe.trainer_setup import build_trainer, training_arguments
 
     def build(shape):
         cfg.train.batch_size, cfg.train.grad_accum = shape.micro_batch, shape.grad_accum
@@ -236,8 +236,8 @@ def trainer_builder(model, tokenizer, datasets, cfg, plan, progress):
 
 def held_out(trainer, log, label: str) -> float | None:
     """Held-out loss, or None with a log line when measuring it runs out of memory: a figure is not worth the run."""
-    from tuneforge.tuner.oom import unless_out_of_memory
-    from tuneforge.tuner.trainer_setup import held_out_loss
+    from tuneforge.recipe.oom import unless_out_of_memory
+    from tuneforge.recipe.trainer_setup import held_out_loss
 
     started = time.monotonic()
     skipped = f"held-out loss, {label}: skipped, out of memory (lower --batch-size to measure it)"
@@ -280,7 +280,7 @@ def peak_memory_mb(device: str) -> float:
 
 def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> None:
     from tuneforge.data.templates import chat_template
-    from tuneforge.tuner import results
+    from tuneforge.runs import results
 
     out = plan["out"]
     trainer.model.save_pretrained(out, state_dict=plan.get("adapter_state"))  # adapter_model.safetensors + adapter_config.json
@@ -310,8 +310,8 @@ def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> 
 def quick_check(model, tokenizer, eval_set, cfg, log) -> dict[str, Any] | None:
     """Base vs tuned on a few held-out questions: figures, and one answer pair side by side."""
     from tuneforge.evaluation.compare import format_comparison_table, quick_eval
-    from tuneforge.tuner.compare import comparison_table
-    from tuneforge.tuner.oom import unless_out_of_memory
+    from tuneforge.evaluation.sample_table import comparison_table
+    from tuneforge.recipe.oom import unless_out_of_memory
 
     questions = [c for c in eval_set if any(m["role"] == "user" for m in c)]  # plain text has no question
     if cfg.train.eval_examples == 0 or not questions:

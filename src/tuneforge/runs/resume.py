@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UserError
-from tuneforge.tuner import checkpoint_store
+from tuneforge.runs import checkpoint_store
 
 RUN_MARKER = "tuneforge-run.json"  # {"status": "running" | "finished", "config": {...}}
 DRIFT_KEYS = (

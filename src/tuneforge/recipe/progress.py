@@ -8,7 +8,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
-from tuneforge.tuner.runlog import RunLog
+from tuneforge.runs.runlog import RunLog
 
 
 class ProgressCallback(TrainerCallback):

@@ -26,7 +26,7 @@ def check_data(cfg, as_json: bool = False) -> dict[str, Any]:
     """The report for a resolved config; `train --dry-run` can call this too."""
     from tuneforge.data import load_conversations
     from tuneforge.data.split import split_heldout
-    from tuneforge.model_loading import load_tokenizer, resolve_model
+    from tuneforge.models.loading import load_tokenizer, resolve_model
 
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     train_set, held = split_heldout(data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed)

@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from tuneforge.hardware import Hardware, detect_hardware
+from tuneforge.machine.hardware import Hardware, detect_hardware
 from tuneforge.presets import estimate_model_params
-from tuneforge.profile import Profile, params_label, recommend_profile
+from tuneforge.machine.profile import Profile, params_label, recommend_profile
 
 
 def run_doctor(json_out: bool = False, model: str = "smollm2-135m", disk_path: str | Path = ".") -> None:

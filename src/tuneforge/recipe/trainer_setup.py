@@ -71,7 +71,7 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
     """
     from transformers.trainer_callback import PrinterCallback
 
-    from tuneforge.tuner.checkpointing import trainer_class
+    from tuneforge.recipe.checkpointing import trainer_class
 
     train_dataset, eval_dataset = as_datasets(train_data, eval_data)
     trainer = trainer_class()(

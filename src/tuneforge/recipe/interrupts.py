@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from tuneforge.distributed import world_size
+from tuneforge.recipe.distributed import world_size
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 REPEAT_WINDOW_S = 2.0  # torchrun passes the terminal's Ctrl-C on, so one press can arrive twice

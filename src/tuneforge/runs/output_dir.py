@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UserError
-from tuneforge.tuner.checkpoint_store import remove_leftovers
-from tuneforge.tuner.resume import ResumeFlags, StartPlan, plan_resume, run_status, write_marker
+from tuneforge.runs.checkpoint_store import remove_leftovers
+from tuneforge.runs.resume import ResumeFlags, StartPlan, plan_resume, run_status, write_marker
 
 MIN_FREE_BYTES = 200 * 1024**2  # adapter, checkpoints and logs of a small run
 

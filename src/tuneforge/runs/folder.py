@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from tuneforge.errors import UserError
-from tuneforge.model_loading import ModelSource, resolve_model
+from tuneforge.models.loading import ModelSource, resolve_model
 
 NEEDED = ("adapter_config.json", "adapter_model.safetensors", "tuneforge.yaml")
 
@@ -33,7 +33,7 @@ class TrainedRun:
 
 
 def unfinished_run(folder: Path) -> bool:
-    from tuneforge.tuner.resume import run_status
+    from tuneforge.runs.resume import run_status
 
     return run_status(folder) == "unfinished"
 
@@ -89,7 +89,7 @@ def load_tuned(run: TrainedRun) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from tuneforge.model_loading import load_model
+    from tuneforge.models.loading import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32  # CPU: fp32, the format training used

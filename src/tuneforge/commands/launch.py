@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.distributed import CHILD_ENV, require_deepspeed, strategy_file
+from tuneforge.recipe.distributed import CHILD_ENV, require_deepspeed, strategy_file
 from tuneforge.errors import Stopped, UserError
 
 LAUNCHERS = ("torchrun", "accelerate")
@@ -124,9 +124,9 @@ def write_resolved_config(resolved: Any, folder: Path) -> Path:
 
 def preflight_parent(resolved: Any, opts: LaunchOptions, nproc: int, flags: Any) -> None:
     """What fails on bad input fails here, in one process and one message, not N tracebacks."""
-    from tuneforge.model_loading import resolve_model
-    from tuneforge.tuner.output_dir import prepare_output_dir
-    from tuneforge.tuner.resume import run_settings
+    from tuneforge.models.loading import resolve_model
+    from tuneforge.runs.output_dir import prepare_output_dir
+    from tuneforge.runs.resume import run_settings
 
     cfg = resolved.config
     require_deepspeed(cfg.train.strategy)
@@ -179,7 +179,7 @@ def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: Launc
                flags: Any = None, dry_run: bool = False, debug: bool = False) -> None:  # fmt: skip
     """Resolve once, check, then run the launcher and wait; its exit status becomes ours."""
     from tuneforge.config_resolve import resolve_config
-    from tuneforge.train import print_dry_run
+    from tuneforge.commands.train import print_dry_run
 
     resolved = resolve_config(cli_values, config_file)
     nproc = resolve_nproc(opts.nproc)
@@ -188,7 +188,7 @@ def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: Launc
         print_dry_run(resolved, as_json=False)
         print("Would launch: " + " ".join(command))
         return
-    from tuneforge.tuner.resume import ResumeFlags
+    from tuneforge.runs.resume import ResumeFlags
 
     flags = flags or ResumeFlags()
     preflight_parent(resolved, opts, nproc, flags)

@@ -9,7 +9,7 @@ EXIT_WORDS = {"/exit", "/quit"}
 
 
 def run_chat(adapter: Path, prompt: str | None = None, use_base: bool = False, max_new_tokens: int = 200) -> None:
-    from tuneforge.results_folder import load_tuned, open_results
+    from tuneforge.runs.folder import load_tuned, open_results
 
     model, tokenizer = load_tuned(open_results(adapter))
     if prompt is not None:

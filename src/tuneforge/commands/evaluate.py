@@ -26,7 +26,7 @@ def run_eval(
     out: Path | None = None,
     model: str | None = None,
 ) -> dict[str, Any]:
-    from tuneforge.results_folder import load_tuned, open_results
+    from tuneforge.runs.folder import load_tuned, open_results
     from tuneforge.evaluation.compare import eval_settings, evaluate_both, format_comparison_table
     from tuneforge.evaluation.dataset import check_limit, load_eval_set
     from tuneforge.evaluation.report import write_report

@@ -45,12 +45,15 @@ def plot_loss(path: Path, history: list[dict[str, float]], eval_points: dict[str
     plt.close(fig)
 
 
-def write_model_card(folder: Path, resolved: Any, data_source: str, licences: list[str], metrics: dict) -> None:
+def write_model_card(folder: Path, resolved: Any, data_source: str, licences: list[str], metrics: dict,
+                     quick_table: str = "") -> None:  # fmt: skip
+    """`quick_table`: the before/after table as Markdown, drawn by the evaluation layer above this one."""
     cfg = resolved.config
     rows = [
         ("base model", cfg.model.name), ("data", data_source),
         ("LoRA", f"r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={cfg.lora.target_modules}"),
-        ("steps", f"{metrics['steps']} x micro-batch {cfg.train.batch_size} x accumulation {cfg.train.grad_accum}"),
+        ("steps", f"{metrics['steps']} x micro-batch {metrics.get('micro_batch', cfg.train.batch_size)} x accumulation "
+                  f"{metrics.get('grad_accum', cfg.train.grad_accum)}"),
         ("max length / learning rate", f"{cfg.train.max_seq_length} / {cfg.train.learning_rate}"),
         ("precision / device", f"{metrics['precision']} / {metrics['device']}"),
         ("held-out loss", f"{metrics['eval_loss_before']:.4f} (base) -> {metrics['eval_loss_after']:.4f} (tuned)"
@@ -60,10 +63,8 @@ def write_model_card(folder: Path, resolved: Any, data_source: str, licences: li
     ]  # fmt: skip
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     quick = metrics.get("quick_eval")
-    if quick:
-        from tuneforge.evaluation.report import markdown_table
-
-        table += f"\n\n### Before/after on {quick['examples']} held-out questions (greedy)\n\n{markdown_table(quick)}"
+    if quick and quick_table:
+        table += f"\n\n### Before/after on {quick['examples']} held-out questions (greedy)\n\n{quick_table}"
     text = f"""# LoRA adapter made with tuneforge
 
 | | |

@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tuneforge.distributed import is_main_process
-from tuneforge.tuner import checkpoint_store
+from tuneforge.recipe.distributed import is_main_process
+from tuneforge.runs import checkpoint_store
 
 MPS_RNG = "rng_state_mps.safetensors"
 

@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from tuneforge.distributed import world_size
+from tuneforge.recipe.distributed import world_size
 from tuneforge.errors import Stopped, UserError
-from tuneforge.tuner import checkpoint_store
-from tuneforge.tuner.interrupts import StopOnSignal
-from tuneforge.tuner.oom import BatchShape, free_memory, is_out_of_memory, step_down
+from tuneforge.runs import checkpoint_store
+from tuneforge.recipe.interrupts import StopOnSignal
+from tuneforge.recipe.oom import BatchShape, free_memory, is_out_of_memory, step_down
 
 
 class OptimizerPhase(TrainerCallback):
@@ -95,7 +95,7 @@ def stop_progress(trainer: Any) -> None:
 
 def stopped(trainer: Any, code: int) -> Stopped:
     """Rank 0 says where the checkpoint is; the other ranks stop with the same code and say nothing."""
-    from tuneforge.distributed import is_main_process
+    from tuneforge.recipe.distributed import is_main_process
 
     if not is_main_process():
         return Stopped("", code)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from tuneforge.hardware import Hardware
+from tuneforge.machine.hardware import Hardware
 
 Value = bool | int | str
 
