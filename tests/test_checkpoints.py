@@ -142,7 +142,7 @@ def test_the_mps_random_state_is_saved_and_restored(tmp_path, monkeypatch):
     """transformers leaves MPS out of rng_state.pth; on a Mac dropout masks would differ after a resume."""
     import torch
 
-    from tuneforge.tuner import checkpointing
+    from tuneforge.recipe import checkpointing
 
     state, restored = torch.arange(8, dtype=torch.uint8), []
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.runs import checkpoint_store, interrupts
+from tuneforge.recipe import interrupts
+from tuneforge.runs import checkpoint_store
 
 
 def train_command(model_dir: Path, dataset: Path, out: Path, steps: int) -> list[str]:

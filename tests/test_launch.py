@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuneforge import distributed
+from tuneforge.recipe import distributed
 from tuneforge.cli import app
 from tuneforge.config_resolve import resolve_config
 from tuneforge.errors import UserError

@@ -217,7 +217,7 @@ def test_an_oom_while_measuring_skips_the_figure_not_the_run(monkeypatch, tmp_pa
 def test_an_oom_anywhere_else_is_one_paragraph_and_exit_2(monkeypatch):
     from typer.testing import CliRunner
 
-    from tuneforge import train
+    from tuneforge.commands import train
     from tuneforge.cli import app
 
     def run_train(*args, **kwargs):

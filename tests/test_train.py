@@ -56,7 +56,7 @@ def test_adapter_logits_match_the_trained_model(tiny_model_dir, tiny_dataset, tm
     from transformers import AutoModelForCausalLM
 
     from tests.conftest import tiny_train_values
-    from tuneforge import train as train_module
+    from tuneforge.commands import train as train_module
 
     captured = {}
     original = train_module.save_results

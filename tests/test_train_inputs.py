@@ -75,7 +75,7 @@ def test_unwritable_output_dir_cli(tmp_path):
 
 
 def test_unwritable_output_dir(tmp_path, monkeypatch):
-    from tuneforge.tuner import output_dir
+    from tuneforge.runs import output_dir
 
     def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -88,7 +88,7 @@ def test_unwritable_output_dir(tmp_path, monkeypatch):
 def test_not_enough_disk_for_the_cache(tmp_path, monkeypatch):
     import shutil
 
-    from tuneforge import model_loading
+    from tuneforge.models import loading as model_loading
 
     monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 50 * 10**6))
