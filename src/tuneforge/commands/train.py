@@ -280,6 +280,7 @@ def peak_memory_mb(device: str) -> float:
 
 def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> None:
     from tuneforge.data.templates import chat_template
+    from tuneforge.evaluation.report import markdown_table
     from tuneforge.runs import results
 
     out = plan["out"]
@@ -297,7 +298,8 @@ def save_results(trainer, tokenizer, resolved, plan, progress, metrics, log) -> 
     except (ImportError, OSError, MemoryError, RuntimeError) as exc:
         log.info(f"loss.png not drawn ({type(exc).__name__}: {str(exc)[:160]}); metrics.json holds the same figures")
     licences = [plan["source"].licence, plan["data"].licence]
-    results.write_model_card(out, resolved, plan["data"].source, licences, metrics)
+    quick = metrics.get("quick_eval")
+    results.write_model_card(out, resolved, plan["data"].source, licences, metrics, markdown_table(quick) if quick else "")
     log.section("summary")
     log.info(f"steps {metrics['steps']}, final train loss {metrics['final_train_loss']:.4f}, "
              f"{metrics['tokens_per_s']:.0f} tokens/s, peak memory {metrics['peak_memory_mb']:.0f} MB")  # fmt: skip
