@@ -56,24 +56,25 @@ def test_adapter_logits_match_the_trained_model(tiny_model_dir, tiny_dataset, tm
     from transformers import AutoModelForCausalLM
 
     from tests.conftest import tiny_train_values
-    from tuneforge.commands import train as train_module
+    from tuneforge.commands.train import run_train
+    from tuneforge.recipe import train as recipe
 
     captured = {}
-    original = train_module.save_results
+    original = recipe.write_results
 
-    def spy(trainer, tokenizer, *args, **kwargs):
-        ids = tokenizer("Bursitis is", return_tensors="pt").input_ids
-        trainer.model.eval()
+    def spy(setup, fitted, *args, **kwargs):
+        ids = fitted.tokenizer("Bursitis is", return_tensors="pt").input_ids
+        fitted.trainer.model.eval()
         with torch.no_grad():
-            captured["ids"], captured["logits"] = ids, trainer.model(ids).logits
-        return original(trainer, tokenizer, *args, **kwargs)
+            captured["ids"], captured["logits"] = ids, fitted.trainer.model(ids).logits
+        return original(setup, fitted, *args, **kwargs)
 
-    train_module.save_results = spy
+    recipe.write_results = spy
     try:
         out = tmp_path / "results"
-        train_module.run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 3}))
+        run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 3}))
     finally:
-        train_module.save_results = original
+        recipe.write_results = original
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(captured["ids"]).logits, captured["logits"], rtol=0, atol=1e-5)

@@ -21,7 +21,9 @@ FIELDS = ("messages", "conversations", "instruction", "input", "output", "system
 class Section(BaseModel):
     """Unknown keys are errors (axolotl's untyped dict silently ignored typos)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # frozen: the config is validated once and then only read. What changes during a run (the
+    # batch after an out-of-memory step-down) is recipe state, not an edit of the config.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSection(Section):

@@ -51,6 +51,22 @@ class ResolvedConfig:
     def as_dict(self) -> dict[str, Any]:
         return {"config": self.config.model_dump(mode="json"), "sources": self.sources}
 
+    def describe(self, overrides: Mapping[str, tuple[Any, str]] | None = None) -> list[str]:
+        """'train.batch_size = 3  (cli --batch-size)' for every key: where each value came from.
+
+        `overrides` shows a value the run uses instead of the config's (the batch after an
+        out-of-memory step-down) with its own source; the config itself stays frozen.
+        """
+        overrides = overrides or {}
+        lines = []
+        for section, values in self.config.model_dump(mode="json").items():
+            for key, value in values.items():
+                dotted = f"{section}.{key}"
+                value, source = overrides.get(dotted, (value, self.sources[dotted]))
+                shown = "(hidden)" if key == "api_key" and value else value
+                lines.append(f"{dotted} = {shown}  ({source})")
+        return lines
+
 
 def resolve_config(
     cli_values: Mapping[str, Any] | None = None,

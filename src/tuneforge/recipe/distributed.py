@@ -99,14 +99,17 @@ def run_shape(batch_size: int, grad_accum: int) -> dict[str, int]:
             "global_batch": batch_size * grad_accum * world_size()}  # fmt: skip
 
 
-def describe_processes(train: Any) -> str | None:
-    """One log line for a multi-process run: how many processes, the strategy, the global batch."""
+def describe_processes(train: Any, batch: Any) -> str | None:
+    """One log line for a multi-process run: how many processes, the strategy, the global batch.
+
+    `batch` is the BatchShape actually run (micro_batch, grad_accum), which a step-down may have changed.
+    """
     if world_size() == 1:
         return None
-    shape = run_shape(train.batch_size, train.grad_accum)
+    shape = run_shape(batch.micro_batch, batch.grad_accum)
     return (
-        f"processes: {shape['world_size']} ({train.strategy}), global batch {train.batch_size} × "
-        f"{train.grad_accum} × {shape['world_size']} = {shape['global_batch']} sequences per update"
+        f"processes: {shape['world_size']} ({train.strategy}), global batch {batch.micro_batch} × "
+        f"{batch.grad_accum} × {shape['world_size']} = {shape['global_batch']} sequences per update"
     )
 
 

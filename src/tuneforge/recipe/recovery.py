@@ -33,8 +33,8 @@ class OptimizerPhase(TrainerCallback):
 
 
 def train_with_recovery(build: Callable[[BatchShape], Any], handover: list[Any], shape: BatchShape, checkpoint: Path | None,
-                        device: str, max_seq_length: int, log: Any) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
-    """Returns the trained trainer and the out-of-memory step-downs taken on the way.
+                        device: str, max_seq_length: int, log: Any) -> tuple[Any, BatchShape, list[dict[str, Any]]]:  # fmt: skip
+    """Returns the trained trainer, the batch shape it ended with, and the out-of-memory step-downs taken.
 
     `handover` holds the trainer already built for `shape` (the held-out loss was measured with
     it), handed over in a list so that no caller keeps it, and its optimizer state, alive after a
@@ -57,7 +57,7 @@ def train_with_recovery(build: Callable[[BatchShape], Any], handover: list[Any],
         else:
             if stop.code is not None:
                 raise stopped(trainer, stop.code)
-            return trainer, step_downs
+            return trainer, shape, step_downs
         failed_at = trainer.state.global_step + 1
         checkpoint = keep_last_good_state(trainer, phase.inside, log)
         stop_progress(trainer)

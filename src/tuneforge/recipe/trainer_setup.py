@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import TuneforgeConfig
+from tuneforge.recipe.oom import BatchShape
 
 
 def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> Any:
@@ -26,15 +27,18 @@ def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> 
     return get_peft_model(model, lora)
 
 
-def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkpoint_dir: Path) -> Any:
+def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkpoint_dir: Path,
+                       shape: BatchShape | None = None) -> Any:  # fmt: skip
+    """SFTConfig from the frozen config; `shape` is the batch actually run (smaller after an out-of-memory step-down)."""
     from trl import SFTConfig
 
     t = cfg.train
+    shape = shape or BatchShape(t.batch_size, t.grad_accum)
     return SFTConfig(
         output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        per_device_train_batch_size=shape.micro_batch,
+        per_device_eval_batch_size=shape.micro_batch,
+        gradient_accumulation_steps=shape.grad_accum,
         max_steps=t.max_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type="cosine",

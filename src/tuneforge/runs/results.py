@@ -9,15 +9,23 @@ from typing import Any
 import yaml
 
 
-def write_config(folder: Path, resolved: Any) -> None:
-    """tuneforge.yaml: the resolved config, loadable with --config, each value's source as a comment."""
+def write_config(folder: Path, resolved: Any, overrides: dict[str, tuple[Any, str]] | None = None) -> None:
+    """tuneforge.yaml: the resolved config, loadable with --config, each value's source as a comment.
+
+    `overrides` are values the run used instead of the config's (the batch after an out-of-memory
+    step-down), so that reusing the file does not run out of memory again.
+    """
     data = resolved.config.model_dump(mode="json")
+    for dotted, (value, _) in (overrides or {}).items():
+        section, key = dotted.split(".")
+        data[section][key] = value
     lines = ["# The resolved config of this run. Reuse it with: tuneforge train --config tuneforge.yaml"]
     for section, values in data.items():
         lines.append(f"{section}:")
         for key, value in values.items():
             dumped = yaml.safe_dump({key: value}, default_flow_style=True, width=1000).strip()[1:-1]
-            lines.append(f"  {dumped}  # {resolved.sources[f'{section}.{key}']}")
+            source = (overrides or {}).get(f"{section}.{key}", (None, resolved.sources[f"{section}.{key}"]))[1]
+            lines.append(f"  {dumped}  # {source}")
     (folder / "tuneforge.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -1,0 +1,36 @@
+"""The method seam: what differs between training methods, as a table of three functions.
+
+A method (supervised fine-tuning today; preference tuning and continued pre-training next)
+owns exactly three things, and the recipe owns everything else (checks, the results folder,
+the model, LoRA, recovery, saving):
+- `encode`: how the split conversations become model inputs (rows with labels, pairs, ...);
+- `build_trainer`: which TRL trainer and config run those rows, for one batch shape;
+- `report`: which extra figures the run reports at the end (SFT: a before/after generation check).
+Adding a method is a new module and one line in `METHODS`, not a branch in the recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge.errors import UserError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    encode: Callable[..., tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    build_trainer: Callable[..., Any]
+    report: Callable[..., dict[str, Any] | None]
+
+
+def method_for(name: str) -> Method:
+    """The method table, imported only when a run starts (TRL is heavy)."""
+    from tuneforge.recipe.methods import sft
+
+    methods = {"sft": sft.METHOD}
+    if name not in methods:
+        raise UserError(f"Training method '{name}' is not one of {', '.join(methods)}. Use --method sft.")
+    return methods[name]
