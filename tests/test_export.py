@@ -243,6 +243,8 @@ def test_unsupported_architecture_exits_2(tiny_results, tmp_path):
     card = (results / "tuneforge.yaml").read_text().splitlines()
     card = [f"  name: {base}" if line.strip().startswith("name:") else line for line in card]
     (results / "tuneforge.yaml").write_text("\n".join(card) + "\n")
+    peft_config = json.loads((results / "adapter_config.json").read_text())  # both records name the qwen base
+    (results / "adapter_config.json").write_text(json.dumps({**peft_config, "base_model_name_or_path": str(base)}))
     result = export_cli("--adapter", str(results), "--out", str(tmp_path / "out"), "--format", "gguf")
     assert_plain_exit_2(result, "not supported yet: qwen2 (Qwen2ForCausalLM)", "--format hf")
     assert not (tmp_path / "out").exists()

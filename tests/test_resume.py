@@ -143,10 +143,10 @@ def test_leftovers_of_a_crashed_save_are_removed_with_a_log_line(stopped_at_6, t
 
 
 def test_chat_on_an_unfinished_run_says_how_to_finish_it(stopped_at_6):
-    from tuneforge.runs.folder import open_results
+    from tuneforge.runs.folder import open_run
 
     with pytest.raises(UserError, match="has not finished, so it has no adapter yet.*again to resume"):
-        open_results(stopped_at_6)
+        open_run(stopped_at_6)
 
 
 def test_folder_states_are_told_apart(tmp_path):

@@ -468,6 +468,9 @@ def test_adapters_on_different_bases_are_refused(tiny_results, tmp_path):
     shutil.copytree(tiny_results, other, ignore=shutil.ignore_patterns("checkpoints"))
     config = other / "tuneforge.yaml"
     config.write_text(re.sub(r"(?m)^  name: .*$", "  name: smollm2-135m", config.read_text()))
+    peft_config = other / "adapter_config.json"  # both records of the copy name the other base, as after a real run
+    peft_config.write_text(re.sub(r'"base_model_name_or_path": "[^"]*"', '"base_model_name_or_path": "smollm2-135m"',
+                                  peft_config.read_text()))  # fmt: skip
     result = serve_cli("--adapter", str(tiny_results), "--adapter", f"other={other}")
     assert result.exit_code == 2 and "different base models" in result.output
 

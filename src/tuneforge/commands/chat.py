@@ -9,9 +9,9 @@ EXIT_WORDS = {"/exit", "/quit"}
 
 
 def run_chat(adapter: Path, prompt: str | None = None, use_base: bool = False, max_new_tokens: int = 200) -> None:
-    from tuneforge.runs.folder import load_tuned, open_results
+    from tuneforge.runs.folder import load_tuned, open_run
 
-    model, tokenizer = load_tuned(open_results(adapter))
+    model, tokenizer = load_tuned(open_run(adapter))
     if prompt is not None:
         answer(model, tokenizer, [{"role": "user", "content": prompt}], use_base, max_new_tokens)
         return

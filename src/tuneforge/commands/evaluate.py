@@ -26,7 +26,7 @@ def run_eval(
     out: Path | None = None,
     model: str | None = None,
 ) -> dict[str, Any]:
-    from tuneforge.runs.folder import load_tuned, open_results
+    from tuneforge.runs.folder import load_tuned, open_run
     from tuneforge.evaluation.compare import eval_settings, evaluate_both, format_comparison_table
     from tuneforge.evaluation.dataset import check_limit, load_eval_set
     from tuneforge.evaluation.report import write_report
@@ -34,7 +34,7 @@ def run_eval(
     check_limit(limit)
     _check_positive("--max-new-tokens", max_new_tokens)
     _check_positive("--batch-size", batch_size)
-    run = open_results(adapter, model)
+    run = open_run(adapter, model)
     eval_path = dataset or adapter / "eval_set.jsonl"
     examples = load_eval_set(eval_path, limit)
     console = Console(stderr=as_json, highlight=False)  # with --json, stdout carries only the JSON

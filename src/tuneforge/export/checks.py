@@ -32,12 +32,13 @@ class ExportPlan:
 
 def plan_export(adapter: Path, out: Path, fmt: str, quant: str | None, overwrite: bool, model: str | None) -> ExportPlan:
     from tuneforge.export.gguf_tokenizer import pre_tokenizer_name
+    from tuneforge.runs.folder import base_model_for, read_run_config
 
     quant = check_format(fmt, quant)
     adapter, out = check_results_folder(adapter), out.expanduser()
     check_output(out, adapter, overwrite)
     run_config = read_run_config(adapter)
-    source = pick_base(adapter, run_config, model)
+    source = base_model_for(adapter, run_config, model)  # the one rule, shared with chat, eval, serve
     config = base_config(source)
     plan = ExportPlan(adapter, out, fmt, quant, source, config, run_config)
     if fmt == "gguf":
@@ -94,66 +95,13 @@ def check_output(out: Path, adapter: Path, overwrite: bool) -> None:
         raise UserError(f"Can't write in '{parent}', where --out '{out}' would go. Choose a folder you own with --out.")
 
 
-def read_run_config(adapter: Path) -> dict[str, Any]:
-    """tuneforge.yaml of the run, or {} for an adapter trained elsewhere (plain peft)."""
-    import yaml
-
-    path = adapter / "tuneforge.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"{path} is not valid YAML ({first}). Restore it from the training run.") from None
-
-
-def pick_base(adapter: Path, run_config: dict[str, Any], model: str | None) -> ModelSource:
-    """The base model: --model if given and it is the one the adapter was trained on, else the recorded one."""
-    from tuneforge.models.loading import resolve_model
-
-    trained_on = (run_config.get("model") or {}).get("name")
-    peft_base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    recorded = [name for name in (trained_on, peft_base) if name]
-    if model is None:
-        if not recorded:
-            raise UserError(f"Nothing in '{adapter}' says which base model it was trained on. Name it with --model.")
-        return resolve_model(recorded[0])
-    chosen = resolve_model(model)
-    if not recorded or any(_same_model(chosen, name) for name in recorded) or not any(_findable(n) for n in recorded):
-        return chosen  # (the last case: the recorded base folder was moved; peft still checks every shape)
-    raise UserError(
-        f"The adapter in '{adapter}' was trained on base model '{recorded[0]}', but --model is '{model}'. "
-        f"An adapter only fits the base it was trained on: leave --model out, or pass --model {recorded[0]}."
-    )
-
-
-def _same_model(chosen: ModelSource, name: str) -> bool:
-    if name == chosen.name:
-        return True
-    return _real(name) == _real(chosen.path) or _real(name) == _real(chosen.name)
-
-
-def _findable(name: str) -> bool:
-    """A recorded base that still exists here: a preset, an existing folder, or a hub id."""
-    from tuneforge.presets import MODEL_PRESETS
-
-    hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    return name in MODEL_PRESETS or Path(name).expanduser().exists() or hub_id
-
-
-def _real(name: str) -> str:
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
-
-
 def base_config(source: ModelSource) -> Any:
     """The base model's config (config.json only: no weights load here)."""
     from transformers import AutoConfig
 
-    from tuneforge.models.loading import ensure_preset_cached
+    from tuneforge.models.loading import model_path
 
-    path = ensure_preset_cached(source.name) if source.kind == "preset" else source.path
+    path = model_path(source)
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:

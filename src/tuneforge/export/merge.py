@@ -16,17 +16,15 @@ def load_merged(adapter_dir: Path, source: ModelSource) -> tuple[Any, Any]:
     """The base model with the adapter merged in, in fp32, and the tokenizer the run trained with."""
     import torch
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
-    from tuneforge.data.encode import CHATML_TEMPLATE
     from tuneforge.models.loading import load_model
+    from tuneforge.models.tokenizer import load_tokenizer_from
 
     # fp32 for the merge: adding a small LoRA update to bf16 weights would round much of it away.
     base = load_model(source, torch.float32, "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     # Training rendered conversations with ChatML when the tokenizer had no template of its own
     # (encode.render); the export must carry the template the model actually learned.
-    tokenizer.chat_template = tokenizer.chat_template or CHATML_TEMPLATE
+    tokenizer = load_tokenizer_from(adapter_dir, with_chat_template=True)
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     return merged.eval(), tokenizer
 

@@ -48,6 +48,21 @@ def prepare_environment(device: str) -> None:
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 
+def inference_device() -> tuple[str, str]:
+    """The one picker for answering (chat, eval, serve): CUDA, then Apple MPS, then the CPU, with its precision.
+
+    CUDA answers in bf16 where the GPU has it (fp16 otherwise); MPS and the CPU in fp32, the
+    format training used there. Export merges on the CPU in fp32 on purpose (see export/merge.py).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if torch.backends.mps.is_available():
+        return "mps", "fp32"
+    return "cpu", "fp32"
+
+
 def torch_dtype(precision: str) -> Any:
     import torch
 

@@ -114,17 +114,33 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    from tuneforge.models.tokenizer import load_tokenizer_from
 
-    from tuneforge.quiet import hide_load_progress
-
-    hide_load_progress()
     path = _materialise(source)
-    tokenizer = _guard_hub(source, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return _guard_hub(source, lambda: load_tokenizer_from(path, trust_remote_code))
+
+
+def load_for_inference(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    """The base model for chat, eval and serve: safetensors only, on the inference device, in eval mode.
+
+    Pickled .bin weights can run code when unpickled, so a downloaded folder can't do that here.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.machine.devices import inference_device, torch_dtype
+
+    device, precision = inference_device()
+    path = _materialise(source)
+    try:
+        model = _guard_hub(source, lambda: AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(precision), use_safetensors=True, trust_remote_code=trust_remote_code))  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"Could not load the base model '{source.name}' as safetensors: {str(exc).splitlines()[0][:240]}. "
+            "Only safetensors weights are loaded (pickled .bin files can run code), and no remote code runs."
+        ) from None
+    return model.to(device).eval()
 
 
 def load_model(source: ModelSource, dtype: Any, device: str, load_in_4bit: bool = False, trust_remote_code: bool = False):
@@ -146,6 +162,11 @@ def _four_bit_config(dtype: Any):
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
     )
+
+
+def model_path(source: ModelSource) -> str:
+    """What from_pretrained gets: the cached copy of a preset (made on first use), a folder or a hub id."""
+    return _materialise(source)
 
 
 def _materialise(source: ModelSource) -> str:

@@ -8,7 +8,6 @@ and all adapters must share it, because they are attached to a single copy.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,98 +61,41 @@ def _check_adapter(spec: AdapterSpec, taken: set[str]) -> None:
 
 
 def base_model_name(specs: list[AdapterSpec], override: str | None) -> str:
-    """--model if given; otherwise the base every adapter was trained on, which must be the same."""
-    if override:
-        return override
+    """--model, or the base every adapter was trained on (runs/folder.py's one rule); all must share it."""
+    from tuneforge.runs.folder import base_model_for, model_key, read_run_config
+
     if not specs:
+        if override:
+            return override
         raise UserError(
             "Nothing to serve: give --adapter FOLDER (a results folder), or --model to serve a base model alone."
         )
-    names = {spec.name: _trained_on(spec) for spec in specs}
-    if len({_same_key(n) for n in names.values()}) > 1:
-        listing = "; ".join(f"{k}: {v}" for k, v in names.items())
+    bases = {spec.name: base_model_for(spec.path, read_run_config(spec.path), override) for spec in specs}
+    if len({model_key(source) for source in bases.values()}) > 1:
+        listing = "; ".join(f"{name}: {source.name}" for name, source in bases.items())
         raise UserError(
             f"These adapters were trained on different base models ({listing}). Serve them with separate `tuneforge serve` processes."
         )
-    return next(iter(names.values()))
-
-
-def _trained_on(spec: AdapterSpec) -> str:
-    import yaml
-
-    config_file = spec.path / "tuneforge.yaml"
-    if config_file.is_file():
-        data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        name = (data.get("model") or {}).get("name")
-        if name:
-            return str(name)
-    name = json.loads((spec.path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not name:
-        raise UserError(f"Can't tell which base model '{spec.path}' was trained on. Give it with --model.")
-    return str(name)
-
-
-def _same_key(name: str) -> str:
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.is_dir() else name
+    return override or next(iter(bases.values())).name
 
 
 def load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], None] = print) -> Engine:
-    from tuneforge.data.encode import CHATML_TEMPLATE
-    from tuneforge.models.loading import resolve_model
+    """One base model on the inference device, the adapters attached to it, and the run's tokenizer."""
+    from tuneforge.machine.devices import inference_device
+    from tuneforge.models.loading import load_for_inference, model_path, resolve_model
+    from tuneforge.models.tokenizer import load_tokenizer_from
 
     source = resolve_model(base_name)
-    device, dtype = _device_and_dtype()
-    log(f"base model: {source.description} on {device}")
-    model = _load_base(source, dtype, device)
-    tokenizer = _load_tokenizer(specs[0].path if specs else None, source)
+    log(f"base model: {source.description} on {inference_device()[0]}")
+    model = load_for_inference(source)
+    # The results folder's tokenizer first: training may have added the pad token or chat template.
+    first = specs[0].path if specs and (specs[0].path / "tokenizer_config.json").is_file() else None
+    tokenizer = load_tokenizer_from(first or model_path(source), with_chat_template=True)
     if specs:
         model = _attach_adapters(model, specs, log)
     model.eval()
     context = _context_length(model.config, tokenizer)
-    return Engine(model, tokenizer, [s.name for s in specs], context, tokenizer.chat_template or CHATML_TEMPLATE)
-
-
-def _device_and_dtype() -> tuple[str, Any]:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if torch.backends.mps.is_available():
-        return "mps", torch.float32
-    return "cpu", torch.float32
-
-
-def _load_base(source: Any, dtype: Any, device: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    from tuneforge.models.loading import ensure_preset_cached
-
-    path = str(ensure_preset_cached(source.name)) if source.kind == "preset" else source.path
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"Could not load the base model '{source.name}' as safetensors: {str(exc).splitlines()[0][:240]}. "
-            "Only safetensors weights are served (pickled .bin files can run code), and no remote code runs."
-        ) from None
-    return model.to(device)
-
-
-def _load_tokenizer(adapter_dir: Path | None, source: Any) -> Any:
-    """The results folder's tokenizer first: training may have added the pad token or chat template."""
-    from transformers import AutoTokenizer
-
-    from tuneforge.models.loading import ensure_preset_cached
-
-    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
-        path = str(adapter_dir)
-    else:
-        path = str(ensure_preset_cached(source.name)) if source.kind == "preset" else source.path
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return Engine(model, tokenizer, [s.name for s in specs], context, tokenizer.chat_template)
 
 
 def _attach_adapters(base: Any, specs: list[AdapterSpec], log: Callable[[str], None]) -> Any:
