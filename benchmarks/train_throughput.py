@@ -87,9 +87,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny local model (CI); figures are not meaningful")
     parser.add_argument("--model-config", choices=list(MODEL_CONFIGS),
                         help="a model of this shape built from its config, random weights, SmolLM2 tokenizer")  # fmt: skip
-    parser.add_argument("--tokenizer", help="folder with the tokenizer for --model-config (default: the cached preset's)")
-    parser.add_argument("--save-model", type=Path, help="with --model-config: build the model into this folder and stop")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when torch sees a GPU")
+    parser.add_argument(
+        "--tokenizer", help="folder with the tokenizer for --model-config (default: the cached preset's)"
+    )
+    parser.add_argument(
+        "--save-model", type=Path, help="with --model-config: build the model into this folder and stop"
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when torch sees a GPU"
+    )
     parser.add_argument("--only", default=",".join(DEFAULT_ONLY), help="comma-separated pipelines to run")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per pipeline")
@@ -444,7 +450,11 @@ def report(results: dict, args: argparse.Namespace) -> None:
     matched, ours = ok.get("trl-matched"), ok.get("tuneforge")
     if matched and ours:  # same settings and answer-only loss on both sides: only the pipeline differs
         gap = ours["final_loss"] / matched["final_loss"] - 1
-        results["loss_check"] = {"tuneforge": ours["final_loss"], "trl_matched": matched["final_loss"], "relative_gap": gap}
+        results["loss_check"] = {
+            "tuneforge": ours["final_loss"],
+            "trl_matched": matched["final_loss"],
+            "relative_gap": gap,
+        }
         print(f"\nheld-out answer loss after the same examples: tuneforge {ours['final_loss']:.4f}, "
               f"TRL with the same settings {matched['final_loss']:.4f} ({100 * gap:+.2f}%)")  # fmt: skip
     save(results, args)

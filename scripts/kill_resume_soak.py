@@ -78,7 +78,9 @@ def soak(workdir: Path, kills: int, steps: int, rng: random.Random) -> dict:
     out = workdir / "soak"
     lives, history = [], []
     while len(lives) < kills:
-        lives.append(one_life(command + ["--output-dir", str(out)], out, workdir / f"life-{len(lives)}.out", rng, len(lives)))
+        lives.append(
+            one_life(command + ["--output-dir", str(out)], out, workdir / f"life-{len(lives)}.out", rng, len(lives))
+        )
         if lives[-1]["finished"]:
             break  # the run ended before this kill; the lives so far still count
     if not lives[-1]["finished"]:
@@ -99,7 +101,18 @@ def setup(workdir: Path, steps: int) -> list[str]:
     data = write_tiny_dataset(workdir / "data.jsonl")
     config = workdir / "soak.yaml"
     config.write_text(SETTINGS % steps, encoding="utf-8")
-    return [sys.executable, "-m", "tuneforge", "train", "--model", str(model), "--dataset", str(data), "--config", str(config)]
+    return [
+        sys.executable,
+        "-m",
+        "tuneforge",
+        "train",
+        "--model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--config",
+        str(config),
+    ]
 
 
 def environment() -> dict[str, str]:
@@ -176,7 +189,9 @@ def verdict(reference: Path, out: Path, lives: list[dict], history: list[Path], 
     resumed_exact = [(e["step"], e["loss"]) for e in json.loads((out / "metrics.json").read_text())["loss_history"]]
     if exact != resumed_exact:
         mismatches.append(("metrics.json loss_history differs", len(exact), len(resumed_exact)))
-    resumed = [int(m.group(1)) if (m := RESUME_LINE.search(path.read_text(errors="replace"))) else 0 for path in history[1:]]
+    resumed = [
+        int(m.group(1)) if (m := RESUME_LINE.search(path.read_text(errors="replace"))) else 0 for path in history[1:]
+    ]
     lost = [life["committed_step"] - start for life, start in zip(lives, resumed) if start != life["committed_step"]]
     a, b = load_file(reference / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)

@@ -152,6 +152,7 @@ def tiny_results(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never touch the user's ~/.cache/tuneforge, nor read the guide's variables from the shell."""
     monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    for name in ("MODEL", "DATASET", "OUTPUT_DIR", "BATCH_SIZE", "GRAD_ACCUM", "MAX_STEPS", "MAX_SEQ_LENGTH",
-                 "LEARNING_RATE", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "SEED", "TUNEFORGE_API_KEY"):  # fmt: skip
+    from tuneforge.config_resolve import ENV_VARS  # the one list: a copy here had drifted (LOAD_IN_4BIT)
+
+    for name in (*ENV_VARS, "TUNEFORGE_API_KEY"):
         monkeypatch.delenv(name, raising=False)

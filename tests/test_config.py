@@ -57,7 +57,12 @@ def test_every_guide_variable_reaches_its_field():
            "LORA_R": "8", "LORA_ALPHA": "32", "LORA_DROPOUT": "0.1", "SEED": "7"}  # fmt: skip
     resolved = resolve_config({}, env=env, use_profile=False)
     cfg = resolved.config
-    assert (cfg.train.output_dir.name, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.max_steps) == ("out-x", 2, 3, 9)
+    assert (cfg.train.output_dir.name, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.max_steps) == (
+        "out-x",
+        2,
+        3,
+        9,
+    )
     assert (cfg.train.max_seq_length, cfg.train.learning_rate, cfg.train.seed) == (256, 0.001, 7)
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 32, 0.1)
     assert all(resolved.sources[k].startswith("env ") for k in ("model.name", "data.dataset", "lora.r"))
@@ -158,4 +163,3 @@ def test_help_works_without_torch(tmp_path):
 def test_every_shipped_config_loads(path):
     resolved = resolve_config({}, config_file=path, env={}, use_profile=False)
     assert isinstance(resolved.config, TuneforgeConfig)
-

@@ -17,7 +17,9 @@ from tuneforge.cli import app
 def qa_csv(tmp_path_factory) -> Path:
     """Real HPO pairs as a spreadsheet export would hold them: question and answer columns."""
     folder = tmp_path_factory.mktemp("csv")
-    messages = [json.loads(line)["messages"] for line in write_tiny_dataset(folder / "t.jsonl").read_text().splitlines()]
+    messages = [
+        json.loads(line)["messages"] for line in write_tiny_dataset(folder / "t.jsonl").read_text().splitlines()
+    ]
     path = folder / "my.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -34,7 +36,7 @@ def test_data_check_report(qa_csv, tiny_model_dir):
     result = check("--dataset", str(qa_csv), "--data-map", "question=instruction,answer=output",
                    "--model", str(tiny_model_dir), "--max-seq-length", "48", "--val-size", "4", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     assert (report["format"], report["format_detected"], report["rows"], report["examples"]) == ("alpaca", True, 64, 64)
     assert report["split"] == {"train": 60, "held_out": 4, "how": "--val-size 4"}
     tokens = report["tokens"]
@@ -65,7 +67,11 @@ def test_hub_datasets_offline_say_needs_internet(monkeypatch, spec):
 
 
 WIKI_ROW = {"text": "<s>[INST] What is Bursitis? [/INST] Bursitis is inflammation of a bursa. </s>"}
-FLASHCARD_ROW = {"instruction": "Answer this question truthfully", "input": "What is gout?", "output": "A form of arthritis."}
+FLASHCARD_ROW = {
+    "instruction": "Answer this question truthfully",
+    "input": "What is gout?",
+    "output": "A form of arthritis.",
+}
 
 
 @pytest.mark.parametrize(("preset", "row", "expected"), [

@@ -71,8 +71,13 @@ def test_auto_uses_the_tokenizers_own_template_else_chatml(tiny_model_dir, base_
 
     chat_tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     chat_tokenizer.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '|' }}{% endfor %}"
-    assert render(chat_tokenizer, CONVERSATION[1:3], False) == "user: Please tell me about Bursitis.|assistant: Inflammation of a bursa.|"
-    assert render(base_tokenizer, CONVERSATION[1:3], False) == render(base_tokenizer, CONVERSATION[1:3], False, "chatml")
+    assert (
+        render(chat_tokenizer, CONVERSATION[1:3], False)
+        == "user: Please tell me about Bursitis.|assistant: Inflammation of a bursa.|"
+    )
+    assert render(base_tokenizer, CONVERSATION[1:3], False) == render(
+        base_tokenizer, CONVERSATION[1:3], False, "chatml"
+    )
 
 
 def test_plain_text_rows_train_every_token_and_eos(base_tokenizer):

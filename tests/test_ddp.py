@@ -84,7 +84,10 @@ def test_two_processes_train_like_one(ddp_run, single_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["world_size"], metrics["global_batch"]) == (2, 4)
     # both ranks trained: each saves its own random state into every checkpoint
-    assert sorted(p.name for p in (out / "checkpoints" / "checkpoint-30").glob("rng_state_*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert sorted(p.name for p in (out / "checkpoints" / "checkpoint-30").glob("rng_state_*")) == [
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    ]
     # one results folder, one log, and progress printed once (by rank 0)
     assert [p.name for p in run_dir.iterdir()] == ["results"]
     assert len(list(run_dir.rglob("training_log_*"))) == 1
@@ -132,7 +135,9 @@ def test_fsdp_on_two_cpu_processes_trains_like_one(single_run, tiny_model_dir, t
     """FSDP2 shards the model over gloo on CPU too: the whole path (wrap, gather, save) runs here, not only on GPUs.
     Measured: 3.2e-7 from the single-process adapter after 30 steps."""
     out = tmp_path / "results"
-    config = _as_yaml({**_settings(tiny_model_dir, tiny_dataset, out, 2), "train.strategy": "fsdp"}, tmp_path / "fsdp.yaml")
+    config = _as_yaml(
+        {**_settings(tiny_model_dir, tiny_dataset, out, 2), "train.strategy": "fsdp"}, tmp_path / "fsdp.yaml"
+    )
     done = _launch(config, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "processes: 2 (fsdp)" in done.stdout

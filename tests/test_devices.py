@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tuneforge.machine.devices import check_four_bit, pick_device, pick_precision, prepare_environment
 from tuneforge.errors import UserError
+from tuneforge.machine.devices import check_four_bit, pick_device, pick_precision, prepare_environment
 from tuneforge.machine.hardware import Gpu, Hardware
 
 

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import assert_plain_exit_2
 import torch
 
+from tests.conftest import assert_plain_exit_2
 from tuneforge.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,12 +212,20 @@ def test_pre_tokenizer_names_and_refusals(tmp_path):
     from tuneforge.export.gguf_tokenizer import pre_tokenizer_name
 
     def name_of(pre: dict, model: dict | None = None) -> str:
-        data = {"model": model or {"type": "BPE"}, "decoder": {"type": "ByteLevel"}, "normalizer": None, "pre_tokenizer": pre}
+        data = {
+            "model": model or {"type": "BPE"},
+            "decoder": {"type": "ByteLevel"},
+            "normalizer": None,
+            "pre_tokenizer": pre,
+        }
         (tmp_path / "tokenizer.json").write_text(json.dumps(data))
         return pre_tokenizer_name(tmp_path / "tokenizer.json")
 
     assert name_of({"type": "ByteLevel", "use_regex": True}) == "gpt-2"
-    digits = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}]}
+    digits = {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}],
+    }
     assert name_of(digits) == "smollm"
     with pytest.raises(UserError, match="not supported yet: a BPE tokenizer that is not byte-level"):
         name_of({"type": "Metaspace"}, {"type": "BPE", "byte_fallback": True})
@@ -237,7 +244,13 @@ def test_unsupported_architecture_exits_2(tiny_results, tmp_path):
     from transformers import Qwen2Config
 
     base = tmp_path / "qwen-base"
-    Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, architectures=["Qwen2ForCausalLM"]).save_pretrained(base)
+    Qwen2Config(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        architectures=["Qwen2ForCausalLM"],
+    ).save_pretrained(base)
     results = tmp_path / "results"
     shutil.copytree(tiny_results, results, ignore=shutil.ignore_patterns("checkpoints"))
     card = (results / "tuneforge.yaml").read_text().splitlines()
@@ -302,4 +315,3 @@ def test_a_failed_write_leaves_no_half_export(tiny_results, tmp_path, monkeypatc
     with pytest.raises(OSError):
         export(tiny_results, tmp_path / "fresh", "gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no partial folder may remain"
-

@@ -24,15 +24,31 @@ KEYS = [
 def cuda(vram: float, count: int = 1, cc: str = "8.9", name: str = "NVIDIA GeForce RTX 4090") -> Hardware:
     gpus = [Gpu(name=name, vram_gb=vram, compute_capability=cc, bf16=float(cc) >= 8) for _ in range(count)]
     return Hardware(
-        os="Linux", arch="x86_64", cpu_cores=16, ram_gb=64, disk_free_gb=500, torch_version="2.5.1+cu124",
-        torch_cuda_build="12.4", cuda_gpus=gpus, nvidia_smi_gpus=count, bitsandbytes="works",
+        os="Linux",
+        arch="x86_64",
+        cpu_cores=16,
+        ram_gb=64,
+        disk_free_gb=500,
+        torch_version="2.5.1+cu124",
+        torch_cuda_build="12.4",
+        cuda_gpus=gpus,
+        nvidia_smi_gpus=count,
+        bitsandbytes="works",
     )
 
 
 def mac(ram: float, chip: str = "Apple M1") -> Hardware:
     return Hardware(
-        os="Darwin", os_version="macOS 14.5", arch="arm64", cpu_cores=8, ram_gb=ram, disk_free_gb=200,
-        torch_version="2.5.1", apple_chip=chip, mps_built=True, mps_available=True,
+        os="Darwin",
+        os_version="macOS 14.5",
+        arch="arm64",
+        cpu_cores=8,
+        ram_gb=ram,
+        disk_free_gb=200,
+        torch_version="2.5.1",
+        apple_chip=chip,
+        mps_built=True,
+        mps_available=True,
     )
 
 
@@ -82,14 +98,22 @@ def test_the_guides_cpu_defaults_for_the_embedded_model():
     profile = recommend_profile(cpu(24), SMALL)
     assert profile.warnings == []
     assert {k: v for k, (v, _) in profile.overrides().items()} == {
-        "train.device": "cpu", "train.precision": "fp32", "model.load_in_4bit": False, "train.batch_size": 4,
-        "train.grad_accum": 1, "train.max_seq_length": 512, "train.gradient_checkpointing": False,
+        "train.device": "cpu",
+        "train.precision": "fp32",
+        "model.load_in_4bit": False,
+        "train.batch_size": 4,
+        "train.grad_accum": 1,
+        "train.max_seq_length": 512,
+        "train.gradient_checkpointing": False,
     }
 
 
 def test_reasons_quote_the_numbers():
     reasons = recommend_profile(cuda(8), BIG).overrides()
-    assert reasons["model.load_in_4bit"][1] == "on: the 7B model needs 14 GB in bf16, you have 8.0 GB; 4-bit needs about 3.9 GB"
+    assert (
+        reasons["model.load_in_4bit"][1]
+        == "on: the 7B model needs 14 GB in bf16, you have 8.0 GB; 4-bit needs about 3.9 GB"
+    )
     assert "compute capability 8.9" in reasons["train.precision"][1]
     assert "~30% speed" in reasons["train.gradient_checkpointing"][1]
     assert "compute capability 7.5" in recommend_profile(cuda(15, cc="7.5"), SMALL).overrides()["train.precision"][1]
@@ -125,7 +149,9 @@ def test_gpu_seen_by_driver_but_torch_built_for_cpu():
 
 
 def test_gpu_seen_by_driver_but_cuda_torch_cannot_use_it():
-    hw = cpu(32).model_copy(update={"nvidia_smi_gpus": 1, "torch_cuda_build": "12.8", "cuda_error": "RuntimeError: driver too old"})
+    hw = cpu(32).model_copy(
+        update={"nvidia_smi_gpus": 1, "torch_cuda_build": "12.8", "cuda_error": "RuntimeError: driver too old"}
+    )
     (warning,) = recommend_profile(hw, SMALL).warnings
     assert "driver too old" in warning and "update the NVIDIA driver" in warning
 
@@ -148,7 +174,9 @@ def test_low_disk_space():
     (warning,) = recommend_profile(cpu(24).model_copy(update={"disk_free_gb": 4.2}), SMALL).warnings
     assert warning.startswith("Only 4.2 GB free on disk")
     # a 7B download alone is ~14 GB, so 12 GB free is not enough for it either
-    assert any("free on disk" in w for w in recommend_profile(cuda(80).model_copy(update={"disk_free_gb": 12}), BIG).warnings)
+    assert any(
+        "free on disk" in w for w in recommend_profile(cuda(80).model_copy(update={"disk_free_gb": 12}), BIG).warnings
+    )
 
 
 def test_torch_not_importable():

@@ -35,11 +35,15 @@ def wait_for_step(process: subprocess.Popen, log: Path, step: int, timeout: floa
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_saves_a_checkpoint_and_exits_with_the_shells_code(tmp_path, tiny_model_dir, tiny_dataset, signum, code):
+def test_a_signal_saves_a_checkpoint_and_exits_with_the_shells_code(
+    tmp_path, tiny_model_dir, tiny_dataset, signum, code
+):
     out, log = tmp_path / "results", tmp_path / "train.out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     with log.open("w") as handle:  # logging_steps is 5: the first logged step is 1, then 5, 10, ...
-        process = subprocess.Popen(train_command(tiny_model_dir, tiny_dataset, out, 2000), stdout=handle, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            train_command(tiny_model_dir, tiny_dataset, out, 2000), stdout=handle, stderr=subprocess.STDOUT, env=env
+        )
         wait_for_step(process, log, 5)
         process.send_signal(signum)
         assert process.wait(timeout=60) == code

@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuneforge.recipe import distributed
 from tuneforge.cli import app
+from tuneforge.commands.launch import (
+    LaunchOptions,
+    build_command,
+    child_environment,
+    resolve_nproc,
+    write_resolved_config,
+)
 from tuneforge.config_resolve import resolve_config
 from tuneforge.errors import UserError
-from tuneforge.commands.launch import LaunchOptions, build_command, child_environment, resolve_nproc, write_resolved_config
+from tuneforge.recipe import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["-m", "tuneforge", "train", "--config", "run.yaml"]
@@ -80,7 +86,11 @@ def test_strategy_files_parse(strategy, monkeypatch):
 
         base = training_arguments(TuneforgeConfig(), "cpu", "fp32", Path("unused"))
         checked = dataclasses.replace(base, **args)  # transformers loads and validates the file here
-        assert checked.fsdp and checked.fsdp_config["version"] == 2 and checked.fsdp_config["state_dict_type"] == "FULL_STATE_DICT"
+        assert (
+            checked.fsdp
+            and checked.fsdp_config["version"] == 2
+            and checked.fsdp_config["state_dict_type"] == "FULL_STATE_DICT"
+        )
     else:
         assert args == {"deepspeed": str(path)}
         assert data["zero_optimization"]["stage"] == int(strategy[-1])
@@ -89,7 +99,9 @@ def test_strategy_files_parse(strategy, monkeypatch):
 
 def test_missing_deepspeed_is_a_clear_error(monkeypatch):
     real = distributed.importlib.util.find_spec
-    monkeypatch.setattr(distributed.importlib.util, "find_spec", lambda name, *rest: None if name == "deepspeed" else real(name, *rest))
+    monkeypatch.setattr(
+        distributed.importlib.util, "find_spec", lambda name, *rest: None if name == "deepspeed" else real(name, *rest)
+    )
     with pytest.raises(UserError, match=r"needs DeepSpeed, which is not installed.*tuneforge\[deepspeed\]"):
         distributed.strategy_arguments("deepspeed-zero3")
     assert distributed.strategy_arguments("ddp") == {}
@@ -97,8 +109,12 @@ def test_missing_deepspeed_is_a_clear_error(monkeypatch):
 
 def test_cli_stops_before_launching_without_deepspeed(monkeypatch, tmp_path):
     real = distributed.importlib.util.find_spec
-    monkeypatch.setattr(distributed.importlib.util, "find_spec", lambda name, *rest: None if name == "deepspeed" else real(name, *rest))
-    result = CliRunner().invoke(app, ["train", "--nproc", "2", "--strategy", "deepspeed-zero2", "--output-dir", str(tmp_path / "r")])
+    monkeypatch.setattr(
+        distributed.importlib.util, "find_spec", lambda name, *rest: None if name == "deepspeed" else real(name, *rest)
+    )
+    result = CliRunner().invoke(
+        app, ["train", "--nproc", "2", "--strategy", "deepspeed-zero2", "--output-dir", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2, result.output
     assert "needs DeepSpeed" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()  # nothing was prepared or launched
@@ -113,7 +129,9 @@ def test_dry_run_shows_the_launch_command():
 
 def test_children_get_the_resolved_config_and_not_the_guides_variables(tmp_path, monkeypatch):
     """BATCH_SIZE=8 with --batch-size 2: the children must train with 2, the value the parent resolved."""
-    resolved = resolve_config({"train.batch_size": 2, "serve.api_key": "secret"}, env={"BATCH_SIZE": "8"}, use_profile=False)
+    resolved = resolve_config(
+        {"train.batch_size": 2, "serve.api_key": "secret"}, env={"BATCH_SIZE": "8"}, use_profile=False
+    )
     path = write_resolved_config(resolved, tmp_path)
     assert "secret" not in path.read_text()
     again = resolve_config({}, config_file=path, env={}, use_profile=False).config

@@ -61,7 +61,9 @@ def test_error_types_decide_too():
     assert not is_out_of_memory(KeyError("memory"))
 
 
-@pytest.mark.parametrize(("micro", "accum", "expected"), [(4, 1, (2, 2)), (6, 2, (3, 4)), (5, 1, (1, 5)), (2, 3, (1, 6))])
+@pytest.mark.parametrize(
+    ("micro", "accum", "expected"), [(4, 1, (2, 2)), (6, 2, (3, 4)), (5, 1, (1, 5)), (2, 3, (1, 6))]
+)
 def test_step_down_keeps_the_effective_batch(micro, accum, expected):
     smaller = step_down(BatchShape(micro, accum), 7, "cuda", 512)
     assert (smaller.micro_batch, smaller.grad_accum) == expected
@@ -69,7 +71,9 @@ def test_step_down_keeps_the_effective_batch(micro, accum, expected):
 
 
 def test_a_micro_batch_of_one_stops_with_the_settings_to_change():
-    with pytest.raises(UserError, match="micro-batch of 1.*--max-seq-length \\(now 512\\).*--gradient-checkpointing.*resume"):
+    with pytest.raises(
+        UserError, match="micro-batch of 1.*--max-seq-length \\(now 512\\).*--gradient-checkpointing.*resume"
+    ):
         step_down(BatchShape(1, 8), 7, "mps", 512)
 
 
@@ -102,7 +106,10 @@ def test_an_injected_oom_steps_down_and_the_run_stays_the_same(monkeypatch, tmp_
     raised = inject_oom(monkeypatch, at_step=5, while_micro_batch_above=1)
     metrics = run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out, **RUN))
     assert raised == [4, 2]  # 4 failed, 2 failed, 1 fits
-    assert metrics["oom_step_downs"] == [{"step": 6, "from": 4, "to": 2, "grad_accum": 2}, {"step": 6, "from": 2, "to": 1, "grad_accum": 4}]
+    assert metrics["oom_step_downs"] == [
+        {"step": 6, "from": 4, "to": 2, "grad_accum": 2},
+        {"step": 6, "from": 2, "to": 1, "grad_accum": 4},
+    ]
     assert (metrics["micro_batch"], metrics["grad_accum"], metrics["global_batch"]) == (1, 4, 4)
     log = "\n".join(p.read_text() for p in out.glob("training_log_*.log"))
     assert "out of memory at step 6: micro-batch 4 × accumulation 1 = 4 -> micro-batch 2 × accumulation 2 = 4" in log
@@ -128,8 +135,8 @@ def test_a_resumed_run_keeps_the_smaller_micro_batch(monkeypatch, tmp_path, tiny
 
 
 def test_out_of_memory_at_a_micro_batch_of_one_keeps_the_progress(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset):
-    from tuneforge.runs.checkpoint_store import newest_usable
     from tuneforge.commands.train import run_train
+    from tuneforge.runs.checkpoint_store import newest_usable
 
     out = tmp_path / "results"
     inject_oom(monkeypatch, at_step=6, while_micro_batch_above=0)
@@ -191,7 +198,10 @@ def long_dataset(tmp_path_factory) -> Path:
         for i in range(0, len(terms), 20):
             chunk = terms[i : i + 20]
             answer = " ".join(t["definition"] for t in chunk)
-            messages = [{"role": "user", "content": f"Define {chunk[0]['name']}."}, {"role": "assistant", "content": answer}]
+            messages = [
+                {"role": "user", "content": f"Define {chunk[0]['name']}."},
+                {"role": "assistant", "content": answer},
+            ]
             handle.write(json.dumps({"messages": messages}) + "\n")
     return path
 
@@ -217,11 +227,13 @@ def test_an_oom_while_measuring_skips_the_figure_not_the_run(monkeypatch, tmp_pa
 def test_an_oom_anywhere_else_is_one_paragraph_and_exit_2(monkeypatch):
     from typer.testing import CliRunner
 
-    from tuneforge.commands import train
     from tuneforge.cli import app
+    from tuneforge.commands import train
 
     def run_train(*args, **kwargs):
-        raise RuntimeError("MPS backend out of memory (MPS allocated: 8.89 GB, other allocations: 172.98 MB, max allowed: 9.07 GB).")
+        raise RuntimeError(
+            "MPS backend out of memory (MPS allocated: 8.89 GB, other allocations: 172.98 MB, max allowed: 9.07 GB)."
+        )
 
     monkeypatch.setattr(train, "run_train", run_train)
     result = CliRunner().invoke(app, ["train", "--max-steps", "3"])

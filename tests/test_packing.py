@@ -37,10 +37,14 @@ def test_packed_row_gives_each_example_its_own_logits(tiny_model_dir):
     starts = (packed["position_ids"][0] == 0).nonzero().flatten().tolist()
     assert starts == [0] + [sum(len(r["input_ids"]) for r in rows[:i]) for i in range(1, 4)]
     with torch.no_grad():
-        packed_logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        packed_logits = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
+        ).logits[0]
         for row, start in zip(rows, starts):
             alone = model(input_ids=torch.tensor([row["input_ids"]])).logits[0]
-            torch.testing.assert_close(packed_logits[start : start + len(row["input_ids"])], alone, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                packed_logits[start : start + len(row["input_ids"])], alone, rtol=1e-4, atol=1e-4
+            )
 
 
 def test_packed_loss_equals_padded_loss(tiny_model_dir):

@@ -29,7 +29,11 @@ def test_ci_runs_the_readme_test_command():
 def project_files() -> list[str]:
     """Every file git would ship (tracked or new, not ignored), except package markers."""
     listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     return sorted(f for f in listed if (ROOT / f).is_file() and not f.endswith("__init__.py") and f not in UNMAPPED)
 

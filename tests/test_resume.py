@@ -47,7 +47,9 @@ def reference(tmp_path_factory, tiny_model_dir, tiny_dataset) -> Path:
 
 
 @pytest.mark.parametrize("step", [1, 5, 11])
-def test_an_interrupted_run_resumes_to_the_same_adapter(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset, reference, step):
+def test_an_interrupted_run_resumes_to_the_same_adapter(
+    monkeypatch, tmp_path, tiny_model_dir, tiny_dataset, reference, step
+):
     from tuneforge.commands.train import run_train
 
     out = tmp_path / "results"
@@ -79,7 +81,9 @@ def stopped_at_6(monkeypatch, tmp_path, tiny_model_dir, tiny_dataset) -> Path:
         ("lora.r", 4, "lora.r"),
     ],
 )
-def test_changed_settings_are_refused_with_a_table(stopped_at_6, tiny_model_dir, tiny_dataset, tmp_path, key, new, shown):
+def test_changed_settings_are_refused_with_a_table(
+    stopped_at_6, tiny_model_dir, tiny_dataset, tmp_path, key, new, shown
+):
     from tuneforge.commands.train import run_train
 
     if new == "copy":
@@ -100,7 +104,9 @@ def test_resume_anyway_continues_with_the_new_learning_rate(stopped_at_6, tiny_m
     run_train(values(tiny_model_dir, tiny_dataset, stopped_at_6, **{"train.learning_rate": 2.5e-3}),
               flags=ResumeFlags(resume=True, resume_anyway=True))  # fmt: skip
     old = {e["step"]: e["learning_rate"] for e in json.loads((reference / "metrics.json").read_text())["loss_history"]}
-    new = {e["step"]: e["learning_rate"] for e in json.loads((stopped_at_6 / "metrics.json").read_text())["loss_history"]}
+    new = {
+        e["step"]: e["learning_rate"] for e in json.loads((stopped_at_6 / "metrics.json").read_text())["loss_history"]
+    }
     assert new[5] == old[5]  # before the stop: the old rate
     assert new[10] == pytest.approx(old[10] / 2)  # after it: the new peak, on the same cosine schedule
 

@@ -71,8 +71,8 @@ def test_compose_command_parses_and_matches_its_mounts_and_port():
 
 def test_container_command_without_a_key_is_refused():
     """What happens if someone runs the image and forgets the key: a clear refusal, not an open server."""
-    from tuneforge.errors import UserError
     from tuneforge.commands.serve import check_exposure
+    from tuneforge.errors import UserError
 
     params = parse_serve(json.loads(dockerfile_instruction("CMD")))
     with pytest.raises(UserError, match="TUNEFORGE_API_KEY"):

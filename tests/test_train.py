@@ -25,7 +25,10 @@ def test_loss_falls_and_results_are_complete(tiny_results):
                  "training_args.json", "metrics.json", "loss.png", "eval_set.jsonl", "README.md"):  # fmt: skip
         assert (tiny_results / name).stat().st_size > 0, name
     assert not list(tiny_results.rglob("*.bin")), "results must not hold pickled .bin files"
-    assert sorted(p.name for p in (tiny_results / "checkpoints").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    assert sorted(p.name for p in (tiny_results / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-12",
+        "checkpoint-6",
+    ]
     log = next(tiny_results.glob("training_log_*.log")).read_text()
     for needle in ("hardware:", "train.batch_size = 4  (cli --batch-size)", "tokens per example", "step 12/12",
                    "checkpoint saved", "held-out loss: base", "question:"):  # fmt: skip
@@ -45,7 +48,11 @@ def test_adapter_reloads_into_the_same_logits(tiny_results, tiny_model_dir):
     tuned = PeftModel.from_pretrained(base, tiny_results).eval()
     with torch.no_grad():
         tuned_logits = tuned(ids).logits
-        again = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tiny_results).eval()(ids).logits
+        again = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tiny_results)
+            .eval()(ids)
+            .logits
+        )
     assert not torch.allclose(base_logits, tuned_logits, atol=1e-4), "the adapter changed nothing"
     torch.testing.assert_close(tuned_logits, again, rtol=0, atol=1e-6)
 
@@ -101,8 +108,8 @@ def test_labels_mask_the_prompt(tiny_model_dir):
 
 def test_results_are_never_overwritten_silently(tiny_results, tiny_model_dir, tiny_dataset):
     from tests.conftest import tiny_train_values
-    from tuneforge.errors import UserError
     from tuneforge.commands.train import run_train
+    from tuneforge.errors import UserError
 
     before = sorted(p.name for p in tiny_results.iterdir())
     with pytest.raises(UserError, match="--overwrite"):

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_plain_exit_2
-
 from tuneforge.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -75,7 +76,7 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
         typer.echo("\nStopped by Ctrl-C.", err=True)
         raise typer.Exit(130) from None
     except (RuntimeError, MemoryError) as exc:
-        from tuneforge.recipe.oom import is_out_of_memory
+        from tuneforge.machine.memory import is_out_of_memory
 
         if not is_out_of_memory(exc):
             raise
@@ -115,20 +116,57 @@ def train(
     device: Annotated[Optional[str], _opt("train.device", "--device")] = None,
     precision: Annotated[Optional[str], _opt("train.precision", "--precision")] = None,
     eval_examples: Annotated[Optional[int], _opt("train.eval_examples", "--eval-examples")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with config sections (see configs/).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the resolved config with sources, then stop.")] = False,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML file with config sections (see configs/).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the resolved config with sources, then stop.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over: move the earlier run in --output-dir aside (kept as <folder>.old-<time>).")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Resume the unfinished run in --output-dir; an error if there is none. (An unfinished run of the same settings resumes by itself.)")] = False,
-    resume_anyway: Annotated[bool, typer.Option("--resume-anyway", help="Resume even though settings changed since the checkpoint (batch, learning rate, data, ...).")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Start over: move the earlier run in --output-dir aside (kept as <folder>.old-<time>)."
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Resume the unfinished run in --output-dir; an error if there is none. (An unfinished run of the same settings resumes by itself.)",
+        ),
+    ] = False,
+    resume_anyway: Annotated[
+        bool,
+        typer.Option(
+            "--resume-anyway",
+            help="Resume even though settings changed since the checkpoint (batch, learning rate, data, ...).",
+        ),
+    ] = False,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the before/after check at the end.")] = False,
     strategy: Annotated[Optional[str], _opt("train.strategy", "--strategy")] = None,
-    nproc: Annotated[Optional[str], typer.Option("--nproc", help="Train with N processes (one per GPU) under torchrun; 'auto': one per visible GPU.")] = None,
-    nnodes: Annotated[Optional[int], typer.Option("--nnodes", help="Machines taking part; run the same command on each (with --nproc).")] = None,
-    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's number, 0 to nnodes-1; 0 writes the results.")] = 0,
-    master_addr: Annotated[Optional[str], typer.Option("--master-addr", help="Address of the node-rank 0 machine, reachable from all.")] = None,
-    master_port: Annotated[Optional[int], typer.Option("--master-port", help="Free TCP port on the node-rank 0 machine (default 29500).")] = None,
-    launcher: Annotated[str, typer.Option("--launcher", help="torchrun (default) or accelerate, to start the processes.")] = "torchrun",
+    nproc: Annotated[
+        Optional[str],
+        typer.Option(
+            "--nproc", help="Train with N processes (one per GPU) under torchrun; 'auto': one per visible GPU."
+        ),
+    ] = None,
+    nnodes: Annotated[
+        Optional[int],
+        typer.Option("--nnodes", help="Machines taking part; run the same command on each (with --nproc)."),
+    ] = None,
+    node_rank: Annotated[
+        int, typer.Option("--node-rank", help="This machine's number, 0 to nnodes-1; 0 writes the results.")
+    ] = 0,
+    master_addr: Annotated[
+        Optional[str], typer.Option("--master-addr", help="Address of the node-rank 0 machine, reachable from all.")
+    ] = None,
+    master_port: Annotated[
+        Optional[int], typer.Option("--master-port", help="Free TCP port on the node-rank 0 machine (default 29500).")
+    ] = None,
+    launcher: Annotated[
+        str, typer.Option("--launcher", help="torchrun (default) or accelerate, to start the processes.")
+    ] = "torchrun",
     debug: Debug = False,
 ) -> None:
     """LoRA-tune a model (default: SmolLM2-135M on medical terms, fully offline)."""
@@ -149,8 +187,8 @@ def train(
                        "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
 
     def go() -> None:
-        from tuneforge.recipe.distributed import is_launched_child
         from tuneforge.commands.train import run_train
+        from tuneforge.recipe.distributed import is_launched_child
         from tuneforge.runs.resume import ResumeFlags
 
         flags = ResumeFlags(overwrite, resume or resume_anyway, resume_anyway)
@@ -217,12 +255,28 @@ from tuneforge.evaluation import defaults as _EVAL  # noqa: E402  (stdlib only: 
 @app.command("eval")
 def eval_(
     adapter: Annotated[Path, typer.Option("--adapter", help="Results folder of a training run.")] = Path("results"),
-    dataset: Annotated[Optional[Path], typer.Option("--dataset", help="JSONL of held-out conversations; default: <adapter>/eval_set.jsonl, never trained on.")] = None,
+    dataset: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--dataset", help="JSONL of held-out conversations; default: <adapter>/eval_set.jsonl, never trained on."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Score only the first N examples.")] = _EVAL.LIMIT,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer in tokens.")] = _EVAL.MAX_NEW_TOKENS,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts answered together (faster, more memory).")] = _EVAL.BATCH_SIZE,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for report.html, report.md, metrics.json and charts; default: <adapter>/eval.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Longest answer in tokens.")
+    ] = _EVAL.MAX_NEW_TOKENS,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Prompts answered together (faster, more memory).")
+    ] = _EVAL.BATCH_SIZE,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Folder for report.html, report.md, metrics.json and charts; default: <adapter>/eval."
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -238,15 +292,34 @@ def eval_(
 
 @app.command()
 def serve(
-    adapter: Annotated[Optional[list[str]], typer.Option("--adapter", help="Results folder to serve, or NAME=FOLDER; repeat to serve several adapters on one base (default: results).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Base model; default: the one the adapters were trained on. Alone, it serves the base model only.")] = None,
+    adapter: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--adapter",
+            help="Results folder to serve, or NAME=FOLDER; repeat to serve several adapters on one base (default: results).",
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            help="Base model; default: the one the adapters were trained on. Alone, it serves the base model only.",
+        ),
+    ] = None,
     host: Annotated[Optional[str], _opt("serve.host", "--host")] = None,
     port: Annotated[Optional[int], _opt("serve.port", "--port")] = None,
     api_key: Annotated[Optional[str], _opt("serve.api_key", "--api-key")] = None,
-    insecure_no_key: Annotated[bool, typer.Option("--insecure-no-key", help="Allow a non-loopback --host without an API key (trusted networks only).")] = False,
+    insecure_no_key: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-key", help="Allow a non-loopback --host without an API key (trusted networks only)."
+        ),
+    ] = False,
     max_tokens_cap: Annotated[Optional[int], _opt("serve.max_tokens_cap", "--max-tokens-cap")] = None,
     queue_size: Annotated[Optional[int], _opt("serve.queue_size", "--queue-size")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with a serve: section (host, port, api_key).")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML file with a serve: section (host, port, api_key).")
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Serve the tuned model behind an OpenAI-compatible API, with a chat page at /."""
@@ -265,10 +338,20 @@ def serve(
 def export(
     adapter: Annotated[Path, typer.Option("--adapter", help="Results folder of a training run.")] = Path("results"),
     out: Annotated[Path, typer.Option("--out", help="Folder to write the export into.")] = Path("exported"),
-    fmt: Annotated[str, typer.Option("--format", help="gguf: one file for llama.cpp, LM Studio and Ollama; hf: a merged safetensors folder.")] = "gguf",
-    quant: Annotated[Optional[str], typer.Option("--quant", help="GGUF only: f16 (default, closest to the tuned model) or q8_0 (half the size).")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="gguf: one file for llama.cpp, LM Studio and Ollama; hf: a merged safetensors folder."
+        ),
+    ] = "gguf",
+    quant: Annotated[
+        Optional[str],
+        typer.Option("--quant", help="GGUF only: f16 (default, closest to the tuned model) or q8_0 (half the size)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Export a merged model or a GGUF file for llama.cpp and Ollama."""
@@ -296,7 +379,9 @@ def data_check(
     drop_long: DropLongOpt = None,
     model: ModelOpt = None,
     max_seq_length: MaxSeqLengthOpt = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with config sections (see configs/).")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML file with config sections (see configs/).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     debug: Debug = False,
 ) -> None:

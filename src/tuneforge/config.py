@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
 # The fields a data row may hold; --data-map targets must be one of them. Here, not in data/,
 # because the config layer sits below the data layer and checks the map when it is parsed.
 FIELDS = ("messages", "conversations", "instruction", "input", "output", "system", "history",
@@ -31,9 +30,7 @@ class ModelSection(Section):
         "smollm2-135m",
         description="Base model: a preset name (smollm2-135m, offline), a local model folder, or a Hugging Face model id.",
     )
-    load_in_4bit: bool = Field(
-        False, description="Load the base model in 4-bit with bitsandbytes (QLoRA). CUDA only."
-    )
+    load_in_4bit: bool = Field(False, description="Load the base model in 4-bit with bitsandbytes (QLoRA). CUDA only.")
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with a hub model. Off unless you trust its author."
     )
@@ -61,7 +58,9 @@ class DataSection(Section):
         "auto", description="Chat template: auto uses the tokenizer's own, else chatml; name one for a base model."
     )
     val_size: float | None = Field(
-        None, gt=0, description="Held-out examples for the validation loss: a fraction (0.05) or a count (200); overrides eval_fraction and eval_min."
+        None,
+        gt=0,
+        description="Held-out examples for the validation loss: a fraction (0.05) or a count (200); overrides eval_fraction and eval_min.",
     )
     drop_long: bool = Field(
         False, description="Drop examples longer than max_seq_length instead of truncating them (counted either way)."
@@ -75,7 +74,9 @@ class DataSection(Section):
         if isinstance(value, str):
             pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
             if any(len(pair) != 2 or not all(p.strip() for p in pair) for pair in pairs):
-                raise ValueError("write it as yourcolumn=ourfield pairs separated by commas, e.g. question=instruction,answer=output")
+                raise ValueError(
+                    "write it as yourcolumn=ourfield pairs separated by commas, e.g. question=instruction,answer=output"
+                )
             value = {source.strip(): target.strip() for source, target in pairs}
         if isinstance(value, dict):
             unknown = [t for t in value.values() if t not in FIELDS]
@@ -158,7 +159,8 @@ class TuneforgeConfig(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    name: field.annotation for name, field in TuneforgeConfig.model_fields.items()  # type: ignore[misc]
+    name: field.annotation
+    for name, field in TuneforgeConfig.model_fields.items()  # type: ignore[misc]
 }
 
 

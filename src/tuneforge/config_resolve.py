@@ -104,8 +104,8 @@ def _first_set(key: str, *layers: Mapping[str, Any]) -> str:
 
 def _profile_for(model_name: str, hardware: Any) -> tuple[Any, Any]:
     from tuneforge.machine.hardware import detect_hardware
-    from tuneforge.presets import estimate_model_params
     from tuneforge.machine.profile import recommend_profile
+    from tuneforge.presets import estimate_model_params
 
     hardware = hardware or detect_hardware()
     return recommend_profile(hardware, estimate_model_params(model_name)), hardware

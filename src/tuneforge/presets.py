@@ -57,6 +57,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
     ),
 }
 
+
 # Datasets on the Hugging Face hub, for users who are online; data/hub.py loads them.
 @dataclass(frozen=True)
 class OnlinePreset:
@@ -68,17 +69,21 @@ class OnlinePreset:
 
 ONLINE_PRESETS = {
     "wiki-medical-terms": OnlinePreset(
-        "aboonaji/wiki_medical_terms_llam2_format", "llama2-text",
+        "aboonaji/wiki_medical_terms_llam2_format",
+        "llama2-text",
         "Wikipedia medical terms as Llama-2 [INST] chat text (the guide's dataset)",
         "Data: aboonaji/wiki_medical_terms_llam2_format on the Hugging Face hub, from Wikipedia (CC BY-SA).",
     ),
     "medical-flashcards": OnlinePreset(
-        "medalpaca/medical_meadow_medical_flashcards", "alpaca",
+        "medalpaca/medical_meadow_medical_flashcards",
+        "alpaca",
         "medAlpaca medical flashcards (Anki), question and answer",
         "Data: medalpaca/medical_meadow_medical_flashcards on the Hugging Face hub (CC-BY-4.0; cite medAlpaca).",
     ),
     "alpaca": OnlinePreset(
-        "tatsu-lab/alpaca", "alpaca", "Stanford Alpaca, 52k general instructions",
+        "tatsu-lab/alpaca",
+        "alpaca",
+        "Stanford Alpaca, 52k general instructions",
         "Data: tatsu-lab/alpaca on the Hugging Face hub (CC BY-NC 4.0: non-commercial use only).",
     ),
 }

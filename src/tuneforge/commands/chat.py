@@ -52,6 +52,10 @@ def answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], use_base:
     adapter_off = model.disable_adapter() if use_base else contextlib.nullcontext()
     with adapter_off, torch.no_grad():
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer, pad_token_id=tokenizer.pad_token_id
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            streamer=streamer,
+            pad_token_id=tokenizer.pad_token_id,
         )
     return tokenizer.decode(out[0][enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()

@@ -18,7 +18,9 @@ from rich.text import Text
 from tuneforge.config_resolve import resolve_config
 
 
-def run_data_check(cli_values: dict[str, Any], config_file: Path | None = None, as_json: bool = False) -> dict[str, Any]:
+def run_data_check(
+    cli_values: dict[str, Any], config_file: Path | None = None, as_json: bool = False
+) -> dict[str, Any]:
     return check_data(resolve_config(cli_values, config_file).config, as_json)
 
 
@@ -109,8 +111,10 @@ def print_report(report: dict[str, Any]) -> None:
         f"split: {split['train']} train, {split['held_out']} held out ({split['how']})",
         f"template: {report['template']}",
         f"tokens per example: min {tokens['min']}, median {tokens['median']}, p95 {tokens['p95']}, max {tokens['max']}",
-        (f"over max length ({report['max_seq_length']}): {report['over_max_length']} training examples "
-         f"({share:.1f}%), {report['over_max_length_action']}"),
+        (
+            f"over max length ({report['max_seq_length']}): {report['over_max_length']} training examples "
+            f"({share:.1f}%), {report['over_max_length_action']}"
+        ),
     ]
     console.print("[bold]tuneforge data check[/]")
     for line in lines:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from tuneforge.machine.hardware import Hardware, detect_hardware
-from tuneforge.presets import estimate_model_params
 from tuneforge.machine.profile import Profile, params_label, recommend_profile
+from tuneforge.presets import estimate_model_params
 
 
 def run_doctor(json_out: bool = False, model: str = "smollm2-135m", disk_path: str | Path = ".") -> None:
@@ -79,12 +79,19 @@ def _machine_rows(hw: Hardware) -> list[tuple[str, str]]:
     ]
     for index, gpu in enumerate(hw.cuda_gpus):
         bf16 = "yes" if gpu.bf16 else "no"
-        rows.append((f"GPU {index}", f"{gpu.name}, {gpu.vram_gb:.1f} GB, compute capability {gpu.compute_capability}, bf16 {bf16}"))
+        rows.append(
+            (
+                f"GPU {index}",
+                f"{gpu.name}, {gpu.vram_gb:.1f} GB, compute capability {gpu.compute_capability}, bf16 {bf16}",
+            )
+        )
     if not hw.cuda_gpus:
         seen = f" (nvidia-smi lists {hw.nvidia_smi_gpus})" if hw.nvidia_smi_gpus else ""
         rows.append(("CUDA GPUs", f"none usable by torch{seen}"))
     if hw.apple_chip or hw.os == "Darwin":
-        mps = "available" if hw.mps_available else ("built but not available" if hw.mps_built else "not built into torch")
+        mps = (
+            "available" if hw.mps_available else ("built but not available" if hw.mps_built else "not built into torch")
+        )
         rows.append(("Apple chip", f"{hw.apple_chip or 'none'}; MPS {mps}"))
     rows.append(("bitsandbytes", hw.bitsandbytes))
     return rows

@@ -26,10 +26,10 @@ def run_eval(
     out: Path | None = None,
     model: str | None = None,
 ) -> dict[str, Any]:
-    from tuneforge.runs.folder import load_tuned, open_run
     from tuneforge.evaluation.compare import eval_settings, evaluate_both, format_comparison_table
     from tuneforge.evaluation.dataset import check_limit, load_eval_set
     from tuneforge.evaluation.report import write_report
+    from tuneforge.runs.folder import load_tuned, open_run
 
     check_limit(limit)
     _check_positive("--max-new-tokens", max_new_tokens)

@@ -13,9 +13,10 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 
@@ -68,7 +69,9 @@ def write_gguf_export(plan: ExportPlan, merged: Any, tokenizer: Any, folder: Pat
 
     name = export_name(plan)
     file_name = f"{name}-{plan.quant}.gguf"
-    count = write_gguf(merged, tokenizer, plan.adapter, folder / file_name, plan.quant or "f16", name, plan.pre_tokenizer)
+    count = write_gguf(
+        merged, tokenizer, plan.adapter, folder / file_name, plan.quant or "f16", name, plan.pre_tokenizer
+    )
     check_readable(folder / file_name, count)
     (folder / "Modelfile").write_text(build_modelfile(file_name, tokenizer, name), encoding="utf-8")
     return {"format": "gguf", "quant": plan.quant or "f16", "file": file_name, "ollama": name}

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.recipe.distributed import CHILD_ENV, require_deepspeed, strategy_file
 from tuneforge.errors import Stopped, UserError
+from tuneforge.recipe.distributed import CHILD_ENV, require_deepspeed, strategy_file
 
 LAUNCHERS = ("torchrun", "accelerate")
 DEFAULT_PORT = 29500  # torchrun's own default
@@ -178,8 +178,8 @@ def wait_for_launcher(command: list[str]) -> tuple[int, int | None]:
 def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: LaunchOptions,
                flags: Any = None, dry_run: bool = False, debug: bool = False) -> None:  # fmt: skip
     """Resolve once, check, then run the launcher and wait; its exit status becomes ours."""
-    from tuneforge.config_resolve import resolve_config
     from tuneforge.commands.train import print_dry_run
+    from tuneforge.config_resolve import resolve_config
 
     resolved = resolve_config(cli_values, config_file)
     nproc = resolve_nproc(opts.nproc)

@@ -40,11 +40,16 @@ class EncodeStats:
 
 def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, template: str | None = None) -> str:
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt, chat_template=chat_template(tokenizer, template)
+        messages,
+        tokenize=False,
+        add_generation_prompt=generation_prompt,
+        chat_template=chat_template(tokenizer, template),
     )
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], template: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer: Any, messages: list[dict[str, str]], template: str | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the character spans of every assistant turn in it."""
     if messages and messages[0]["role"] == TEXT_ROLE:
         text = messages[0]["content"] + (tokenizer.eos_token or "")

@@ -15,7 +15,6 @@ import json
 import re
 from typing import Any
 
-from tuneforge.config import FIELDS
 from tuneforge.errors import UserError
 
 Conversation = list[dict[str, str]]
@@ -123,7 +122,9 @@ def _turns(value: Any, where: str, field: str, role_key: str, content_key: str) 
                       "assistant (ShareGPT: system, human or gpt).")  # fmt: skip
         if content_key not in turn:
             raise bad(where, f"{name}.{content_key}", "missing. Each turn needs its text.")
-        turns.append({"role": ROLE_ALIASES[role.lower()], "content": _text_of(turn[content_key], where, f"{name}.{content_key}")})
+        turns.append(
+            {"role": ROLE_ALIASES[role.lower()], "content": _text_of(turn[content_key], where, f"{name}.{content_key}")}
+        )
     return turns
 
 
@@ -206,8 +207,12 @@ def _llama2_text(row: dict, where: str) -> Conversation:
     text = _text_of(_field(row, "text", where), where, "text").replace("<s>", "").replace("</s>", "")
     head, *chunks = text.split("[INST]")
     if head.strip() or not chunks:
-        raise bad(where, "text", "expected Llama-2 chat text: <s>, then INST and /INST markers in square brackets "
-                  "around each question, then the answer and </s>.")  # no literal closing tag: rich reads it as markup
+        raise bad(
+            where,
+            "text",
+            "expected Llama-2 chat text: <s>, then INST and /INST markers in square brackets "
+            "around each question, then the answer and </s>.",
+        )  # no literal closing tag: rich reads it as markup
     turns = []
     for chunk in chunks:
         question, marker, answer = chunk.partition("[/INST]")
@@ -216,6 +221,6 @@ def _llama2_text(row: dict, where: str) -> Conversation:
         system = _SYSTEM.match(question)
         if system and not turns:
             turns.append({"role": "system", "content": system.group(1).strip()})
-            question = question[system.end():]
+            question = question[system.end() :]
         turns += [{"role": "user", "content": question.strip()}, {"role": "assistant", "content": answer.strip()}]
     return turns

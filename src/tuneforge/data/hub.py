@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from tuneforge.errors import UserError
-from tuneforge.presets import ONLINE_PRESETS, OnlinePreset
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -38,7 +36,9 @@ def load_saved(path: Path, split: str) -> tuple[list[tuple[str, Any]], list[tupl
 
 def load_hub(hub_id: str, split: str, what: str) -> list[tuple[str, Any]]:
     """Rows of a hub dataset, or a UserError that starts with what is needed."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0")
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
+        "HF_DATASETS_OFFLINE", ""
+    ) not in ("", "0")
     if not offline and not hub_reachable():
         raise UserError(
             f"{what} needs internet: it downloads '{hub_id}' from the Hugging Face hub, which this machine "

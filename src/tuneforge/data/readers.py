@@ -34,7 +34,9 @@ def read_rows(path: Path) -> list[Row]:
     _check_line_lengths(path, raw)
     text = decode_text(path, raw)
     if not text.strip():
-        raise UserError(f"{path}: the file is empty. Put at least one example in it (see `tuneforge data check --help`).")
+        raise UserError(
+            f"{path}: the file is empty. Put at least one example in it (see `tuneforge data check --help`)."
+        )
     if suffix == ".json":
         return _json_rows(path, text)
     if suffix in (".csv", ".tsv"):

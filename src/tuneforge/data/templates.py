@@ -43,12 +43,18 @@ def chat_template(tokenizer: Any, name: str | None = None) -> str:
     if name in (None, "auto"):
         return tokenizer.chat_template or CHATML
     if name not in TEMPLATES:
-        raise UserError(f"Unknown template '{name}' for data.template. Choose one of: {', '.join(CHOICES)}.", field="data.template")
+        raise UserError(
+            f"Unknown template '{name}' for data.template. Choose one of: {', '.join(CHOICES)}.", field="data.template"
+        )
     return TEMPLATES[name]
 
 
 def template_label(tokenizer: Any, name: str | None = None) -> str:
     """For reports: which template will really be used."""
     if name in (None, "auto"):
-        return "the tokenizer's chat template" if tokenizer.chat_template else "chatml (the tokenizer has no chat template)"
+        return (
+            "the tokenizer's chat template"
+            if tokenizer.chat_template
+            else "chatml (the tokenizer has no chat template)"
+        )
     return name

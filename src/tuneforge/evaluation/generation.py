@@ -13,6 +13,7 @@ from typing import Any
 
 from tuneforge.data.encode import render
 from tuneforge.evaluation import defaults
+from tuneforge.models.tokenizer import stop_token_ids
 
 
 @dataclass
@@ -20,14 +21,6 @@ class Generation:
     text: str
     tokens: int  # answer length in tokens, without the end-of-turn token
     stopped: bool  # ended by itself (end-of-turn token) before max_new_tokens
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """The end-of-turn ids: the tokenizer's EOS plus any the model's generation config lists."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return sorted(i for i in ids if i is not None)
 
 
 def generate_answers(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -30,7 +29,9 @@ class ExportPlan:
     pre_tokenizer: str = ""
 
 
-def plan_export(adapter: Path, out: Path, fmt: str, quant: str | None, overwrite: bool, model: str | None) -> ExportPlan:
+def plan_export(
+    adapter: Path, out: Path, fmt: str, quant: str | None, overwrite: bool, model: str | None
+) -> ExportPlan:
     from tuneforge.export.gguf_tokenizer import pre_tokenizer_name
     from tuneforge.runs.folder import base_model_for, read_run_config
 
@@ -58,7 +59,9 @@ def check_format(fmt: str, quant: str | None) -> str | None:
         )
     if fmt == "hf":
         if quant is not None:
-            raise UserError(f"--quant {quant} applies to --format gguf only; an hf export keeps the base model's dtype.")
+            raise UserError(
+                f"--quant {quant} applies to --format gguf only; an hf export keeps the base model's dtype."
+            )
         return None
     if (quant or "f16") not in QUANTS:
         raise UserError(

@@ -12,8 +12,9 @@ llama.cpp, LM Studio, Ollama and transformers' `gguf_file=` loader read the file
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # HF model types that llama.cpp runs as its "llama" architecture.
 GGUF_MODEL_TYPES = ("llama", "mistral")

@@ -69,7 +69,9 @@ def _numbers(data: Any, prefix: str = "") -> list[tuple[str, float]]:
     if isinstance(data, (int, float)):
         return [(prefix, float(data))]
     if isinstance(data, dict) and prefix.count(".") < 2:
-        return [pair for key, value in data.items() for pair in _numbers(value, f"{prefix}.{key}" if prefix else str(key))]
+        return [
+            pair for key, value in data.items() for pair in _numbers(value, f"{prefix}.{key}" if prefix else str(key))
+        ]
     return []
 
 
@@ -90,8 +92,8 @@ tokenizer = AutoTokenizer.from_pretrained("{folder}")
     return f"""From this folder:
 
 ```bash
-ollama create {files['ollama']} -f Modelfile && ollama run {files['ollama']}
-llama-cli -m {files['file']} -cnv
+ollama create {files["ollama"]} -f Modelfile && ollama run {files["ollama"]}
+llama-cli -m {files["file"]} -cnv
 ```"""
 
 

@@ -39,7 +39,7 @@ def chatml_system(tokenizer: Any) -> tuple[bool, str | None]:
     try:
         full = _render(tokenizer, _PROBE)
         alone = _render(tokenizer, _PROBE[1:2])
-    except Exception:  # templates that refuse a system turn are not ChatML anyway
+    except Exception:  # noqa: BLE001 - templates that refuse a system turn (any jinja error) are not ChatML anyway
         return False, None
     if full != _CHATML_PROBE:
         return False, None

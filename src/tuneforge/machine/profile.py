@@ -140,7 +140,10 @@ def _device(hw: Hardware) -> tuple[str, str]:
     if hw.torch_version is None:
         return "cpu", "cpu: torch could not be imported, so no GPU can be used (see warnings)"
     if hw.nvidia_smi_gpus:
-        return "cpu", f"cpu: nvidia-smi lists {hw.nvidia_smi_gpus} NVIDIA GPU(s) but torch cannot use them (see warnings)"
+        return (
+            "cpu",
+            f"cpu: nvidia-smi lists {hw.nvidia_smi_gpus} NVIDIA GPU(s) but torch cannot use them (see warnings)",
+        )
     if _is_apple(hw):
         return "cpu", "cpu: this torch cannot use the Apple GPU (see warnings)"
     return "cpu", "cpu: no GPU that torch can use was found"
@@ -152,7 +155,9 @@ def _memory(hw: Hardware, params: int, device: str) -> _Plan:
         return _Plan(hw, params, device, vram, f"the {_gb(vram)} GPU")
     if device == "mps":
         usable = hw.ram_gb * MPS_SHARE
-        return _Plan(hw, params, device, usable, f"the ~{_gb(usable)} of your {_gb(hw.ram_gb)} unified memory the GPU may use")
+        return _Plan(
+            hw, params, device, usable, f"the ~{_gb(usable)} of your {_gb(hw.ram_gb)} unified memory the GPU may use"
+        )
     usable = hw.ram_gb * CPU_SHARE
     return _Plan(hw, params, device, usable, f"the ~{_gb(usable)} of your {_gb(hw.ram_gb)} RAM training may use")
 
@@ -300,7 +305,10 @@ def _grad_accum(device: str, batch: int, gpus: int) -> tuple[int, str]:
         return 1, f"1: batch {batch} already is the update; accumulating would only make slow CPU updates rarer"
     if accum == 1:
         return 1, f"1: batch {batch} already gives {batch} sequences per update"
-    return accum, f"{accum}: {batch} × {accum} = {batch * accum} sequences per update, steadier than {batch}, at no extra memory"
+    return (
+        accum,
+        f"{accum}: {batch} × {accum} = {batch * accum} sequences per update, steadier than {batch}, at no extra memory",
+    )
 
 
 def _warnings(plan: _Plan, fits: bool, step_tokens: int) -> list[str]:

@@ -143,7 +143,9 @@ def load_for_inference(source: ModelSource, trust_remote_code: bool = False) -> 
     return model.to(device).eval()
 
 
-def load_model(source: ModelSource, dtype: Any, device: str, load_in_4bit: bool = False, trust_remote_code: bool = False):
+def load_model(
+    source: ModelSource, dtype: Any, device: str, load_in_4bit: bool = False, trust_remote_code: bool = False
+):
     """Load the base model for training or inference; 4-bit goes through bitsandbytes (CUDA only)."""
     from transformers import AutoModelForCausalLM
 

@@ -22,6 +22,14 @@ def fix_tokenizer(tokenizer: Any, with_chat_template: bool = False) -> Any:
     return tokenizer
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The end-of-turn ids generation stops at: the tokenizer's EOS plus any the model's generation config lists."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
 def load_tokenizer_from(path: str | Path, trust_remote_code: bool = False, with_chat_template: bool = False) -> Any:
     """A tokenizer from a folder or hub id (a results folder holds the one training used), fixed."""
     from transformers import AutoTokenizer

@@ -23,7 +23,11 @@ from tuneforge.errors import UserError
 CHILD_ENV = "TUNEFORGE_LAUNCHED"  # set by `tuneforge train --nproc`, so the children never relaunch
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data: found after a wheel install too
-STRATEGY_FILES = {"fsdp": "fsdp.json", "deepspeed-zero2": "deepspeed-zero2.json", "deepspeed-zero3": "deepspeed-zero3.json"}
+STRATEGY_FILES = {
+    "fsdp": "fsdp.json",
+    "deepspeed-zero2": "deepspeed-zero2.json",
+    "deepspeed-zero3": "deepspeed-zero3.json",
+}
 SHARDED = ("fsdp", "deepspeed-zero3")  # each rank holds only a slice of the weights
 
 

@@ -43,7 +43,9 @@ class StopOnSignal(TrainerCallback):
         if self.code is None:
             self.code, self._first_at = 128 + signum, now
             name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-            self.log.info(f"{name}: stopping after this step and saving a checkpoint. Press Ctrl-C again to quit at once.")
+            self.log.info(
+                f"{name}: stopping after this step and saving a checkpoint. Press Ctrl-C again to quit at once."
+            )
             return
         if now - self._first_at < REPEAT_WINDOW_S:
             return

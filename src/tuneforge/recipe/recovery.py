@@ -7,16 +7,17 @@ micro-batch and twice the accumulation, and resume from that checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from transformers import TrainerCallback
 
-from tuneforge.recipe.distributed import world_size
 from tuneforge.errors import Stopped, UserError
-from tuneforge.runs import checkpoint_store
+from tuneforge.recipe.distributed import world_size
 from tuneforge.recipe.interrupts import StopOnSignal
 from tuneforge.recipe.oom import BatchShape, free_memory, is_out_of_memory, step_down
+from tuneforge.runs import checkpoint_store
 
 
 class OptimizerPhase(TrainerCallback):
@@ -66,7 +67,9 @@ def train_with_recovery(build: Callable[[BatchShape], Any], handover: list[Any],
         smaller = step_down(shape, failed_at, device, max_seq_length)
         log.info(f"out of memory at step {failed_at}: {shape.describe()} -> {smaller.describe()} "
                  f"(same effective batch); continuing from {checkpoint.name if checkpoint else 'step 0'}")  # fmt: skip
-        step_downs.append({"step": failed_at, "from": shape.micro_batch, "to": smaller.micro_batch, "grad_accum": smaller.grad_accum})
+        step_downs.append(
+            {"step": failed_at, "from": shape.micro_batch, "to": smaller.micro_batch, "grad_accum": smaller.grad_accum}
+        )
         shape, trainer = smaller, build(smaller)
 
 

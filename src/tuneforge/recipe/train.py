@@ -108,14 +108,18 @@ def fit(setup: Setup) -> Fitted:
 
     cfg, log = setup.resolved.config, setup.log
     log_setup(setup)
-    train_set, eval_set = split_heldout(setup.data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed)
+    train_set, eval_set = split_heldout(
+        setup.data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed
+    )
     if is_main_process():
         write_jsonl(setup.out / "eval_set.jsonl", eval_set)
     model, tokenizer = load_base(setup)
     rows = setup.method.encode(tokenizer, train_set, eval_set, cfg, log)
     model = add_lora(model, cfg, cfg.train.gradient_checkpointing)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info(f"LoRA: {trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * trainable / total:.2f}%)")
+    log.info(
+        f"LoRA: {trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * trainable / total:.2f}%)"
+    )
     progress, datasets = ProgressCallback(log), as_datasets(*rows)
     where = (setup.device, setup.precision, setup.out / "checkpoints")
 
@@ -155,7 +159,9 @@ def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     write_results(setup, fitted, metrics, adapter_state)
     write_marker(setup.out, "finished", setup.requested)
     log.section(f"Done in {time.monotonic() - setup.started:.0f} s. Results in {setup.out}")
-    log.info(f"Try it: tuneforge chat --adapter {shlex.quote(str(setup.out))} {shlex.quote(try_question(setup, fitted))}")
+    log.info(
+        f"Try it: tuneforge chat --adapter {shlex.quote(str(setup.out))} {shlex.quote(try_question(setup, fitted))}"
+    )
     return metrics
 
 
@@ -268,14 +274,19 @@ def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter
     results.write_json(out / "metrics.json", metrics)
     evals = {}
     if metrics["eval_loss_after"] is not None:
-        evals = {"held-out, base": (0, metrics["eval_loss_before"]), "held-out, tuned": (metrics["steps"], metrics["eval_loss_after"])}
+        evals = {
+            "held-out, base": (0, metrics["eval_loss_before"]),
+            "held-out, tuned": (metrics["steps"], metrics["eval_loss_after"]),
+        }
     try:  # a picture must not cost the run: under a tight memory limit matplotlib's libraries failed to load
         results.plot_loss(out / "loss.png", fitted.progress.history, evals)
     except (ImportError, OSError, MemoryError, RuntimeError) as exc:
         log.info(f"loss.png not drawn ({type(exc).__name__}: {str(exc)[:160]}); metrics.json holds the same figures")
     licences = [setup.source.licence, setup.data.licence]
     quick = metrics.get("quick_eval")
-    results.write_model_card(out, resolved, setup.data.source, licences, metrics, markdown_table(quick) if quick else "")
+    results.write_model_card(
+        out, resolved, setup.data.source, licences, metrics, markdown_table(quick) if quick else ""
+    )
     log_summary(log, metrics, out)
 
 

@@ -145,7 +145,9 @@ def _adapter_config(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}). Restore it from the training run.") from None
+        raise UserError(
+            f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}). Restore it from the training run."
+        ) from None
     return data if isinstance(data, dict) else {}
 
 

@@ -45,7 +45,9 @@ def prepare_output_dir(
     if claim:
         removed = remove_leftovers(path / "checkpoints")
         if removed:
-            plan.notes.append(f"removed {len(removed)} unfinished checkpoint save(s) left by a crash: {', '.join(removed)}")
+            plan.notes.append(
+                f"removed {len(removed)} unfinished checkpoint save(s) left by a crash: {', '.join(removed)}"
+            )
         write_marker(path, "running", config)
     return path, plan
 

@@ -94,7 +94,9 @@ def plan_resume(out: Path, config: dict[str, Any], flags: ResumeFlags, world_siz
     plan.checkpoint = usable.folder
     plan.shape = kept_shape(usable.manifest, config, world_size)
     total = config["train"]["max_steps"]
-    plan.notes.append(f"resuming the unfinished run in {out} from {usable.folder.name} (step {usable.manifest['step']} of {total})")
+    plan.notes.append(
+        f"resuming the unfinished run in {out} from {usable.folder.name} (step {usable.manifest['step']} of {total})"
+    )
     return plan
 
 
@@ -114,7 +116,9 @@ def batch_of(micro: int, accum: int, world: int) -> str:
     return f"{micro * accum * world} ({micro} × {accum} × {world})"
 
 
-def drift(old: dict[str, Any], new: dict[str, Any], manifest: dict[str, Any], world_size: int) -> list[tuple[str, Any, Any]]:
+def drift(
+    old: dict[str, Any], new: dict[str, Any], manifest: dict[str, Any], world_size: int
+) -> list[tuple[str, Any, Any]]:
     """[(setting, checkpoint value, value now)] for every setting that changes what the run computes."""
     before, now = flat(old), flat(new)
     rows = [(key, before.get(key), now.get(key)) for key in DRIFT_KEYS if before.get(key) != now.get(key)]

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.models.tokenizer import stop_token_ids
 from tuneforge.serving.errors import OpenAIError
 
 BASE = "base"
@@ -127,7 +128,7 @@ class Engine:
             )  # fmt: skip
         new = out[0, ids.shape[1] :].tolist()
         text, stopped = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), job.stop)
-        ended = bool(new) and new[-1] in self._eos_ids()
+        ended = bool(new) and new[-1] in stop_token_ids(self.model, self.tokenizer)
         finish = "stop" if stopped or ended or len(new) < job.max_new_tokens else "length"
         return Result(text, len(job.input_ids), len(new), finish)
 
@@ -149,16 +150,9 @@ class Engine:
         config.update(
             max_new_tokens=job.max_new_tokens, min_new_tokens=None, do_sample=sample, top_k=0 if sample else None,
             temperature=job.temperature if sample else None, top_p=job.top_p if sample else None,
-            stop_strings=None, eos_token_id=self._eos_ids(), pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=None, eos_token_id=stop_token_ids(self.model, self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
         )  # fmt: skip
         return config
-
-    def _eos_ids(self) -> list[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
-        return ids
 
 
 class _ShouldStop:

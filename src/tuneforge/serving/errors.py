@@ -74,7 +74,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def server_error(exc: BaseException) -> OpenAIError:
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    from tuneforge.machine.memory import is_out_of_memory
+
+    if is_out_of_memory(exc):
         return OpenAIError(503, "The server ran out of memory for this request. Lower max_tokens or retry later.")
     return OpenAIError(500, f"The server failed on this request ({type(exc).__name__}); its log has the details.")
 

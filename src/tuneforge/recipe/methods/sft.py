@@ -12,7 +12,9 @@ from tuneforge.recipe.methods import Method
 from tuneforge.recipe.oom import BatchShape
 
 
-def encode(tokenizer: Any, train_set: list[Any], eval_set: list[Any], cfg: TuneforgeConfig, log: Any) -> tuple[list, list]:
+def encode(
+    tokenizer: Any, train_set: list[Any], eval_set: list[Any], cfg: TuneforgeConfig, log: Any
+) -> tuple[list, list]:
     """Rows cut to max_seq_length with the prompt masked out; the held-out rows score the loss."""
     from tuneforge.data.encode import encode_all
 
@@ -60,7 +62,10 @@ def report(model: Any, tokenizer: Any, eval_set: list[Any], cfg: TuneforgeConfig
         return None
     log.section(f"before/after on {result['examples']} held-out questions ({time.monotonic() - started:.0f} s)")
     for key, tuned in result["tuned"].items():
-        log.info(f"{key}: base {result['base'][key]:.4f}, tuned {tuned:.4f}, difference {result['diff'][key]:+.4f}", show=False)
+        log.info(
+            f"{key}: base {result['base'][key]:.4f}, tuned {tuned:.4f}, difference {result['diff'][key]:+.4f}",
+            show=False,
+        )
     log.console.print(format_comparison_table(result))
     sample = result["samples"][0]
     for key in ("question", "base", "tuned", "reference"):
