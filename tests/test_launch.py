@@ -21,6 +21,7 @@ from tuneforge.commands.launch import (
 from tuneforge.config_resolve import resolve_config
 from tuneforge.errors import UserError
 from tuneforge.recipe import distributed
+from tuneforge.recipe.oom import BatchShape
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["-m", "tuneforge", "train", "--config", "run.yaml"]
@@ -153,7 +154,8 @@ def test_rank_helpers_read_torchruns_variables(monkeypatch):
     assert distributed.plain_copies("ddp") and not distributed.plain_copies("fsdp")
     from tuneforge.config import TrainSection
 
-    line = distributed.describe_processes(TrainSection(batch_size=4, grad_accum=2, strategy="fsdp"))
+    train = TrainSection(batch_size=4, grad_accum=2, strategy="fsdp")
+    line = distributed.describe_processes(train, BatchShape(train.batch_size, train.grad_accum))
     assert line == "processes: 8 (fsdp), global batch 4 × 2 × 8 = 64 sequences per update"
 
 

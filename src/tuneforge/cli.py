@@ -7,7 +7,6 @@ functions, so `tuneforge --help` and `tuneforge doctor` still work when torch is
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -403,4 +402,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -7,7 +7,7 @@ so the docs and the flags never drift apart (litgpt's trick).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -159,8 +159,7 @@ class TuneforgeConfig(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    name: field.annotation
-    for name, field in TuneforgeConfig.model_fields.items()  # type: ignore[misc]
+    name: cast("type[Section]", field.annotation) for name, field in TuneforgeConfig.model_fields.items()
 }
 
 

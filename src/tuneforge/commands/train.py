@@ -27,7 +27,8 @@ def run_train(
 
     resolved = resolve_config(cli_values, config_file)
     if dry_run:
-        return print_dry_run(resolved, as_json)
+        print_dry_run(resolved, as_json)
+        return None
     return run_recipe(resolved, flags)
 
 

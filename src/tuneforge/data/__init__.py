@@ -24,7 +24,7 @@ Rows = list[tuple[str, Any]]
 
 @dataclass
 class LoadedData:
-    conversations: list[Conversation]
+    conversations: Conversations
     source: str  # where it came from, for the log and the model card
     licence: str = ""
     format: str = "messages"
@@ -54,15 +54,13 @@ def _load_preset(name: str) -> LoadedData:
 
 
 def _load_rows(spec: str, options: DataSection) -> LoadedData:
-    from tuneforge.data.hub import (
-        ONLINE_PRESETS,
-        is_saved_dataset,
-        load_hub,
-        load_saved,
-    )
+    from tuneforge.data.hub import is_saved_dataset, load_hub, load_saved
     from tuneforge.data.readers import read_rows
+    from tuneforge.presets import ONLINE_PRESETS
 
-    path, fmt, licence, heldout, held_source = Path(spec).expanduser(), options.format, "", [], ""
+    path, licence, held_source = Path(spec).expanduser(), "", ""
+    fmt: str = options.format
+    heldout: list[Any] = []
     if spec in ONLINE_PRESETS:
         preset = ONLINE_PRESETS[spec]
         rows = load_hub(preset.hub_id, options.split, f"The dataset preset '{spec}'")
@@ -131,7 +129,7 @@ def folder_files(folder: Path) -> tuple[Path, Path | None]:
 
 
 def _unknown_spec(spec: str) -> UserError:
-    from tuneforge.data.hub import ONLINE_PRESETS
+    from tuneforge.presets import ONLINE_PRESETS
 
     return UserError(
         f"Dataset '{spec}' is neither a preset nor an existing file or folder. Offline preset: "

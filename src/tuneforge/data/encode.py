@@ -72,7 +72,7 @@ def assistant_spans(
 
 def encode_conversation(
     tokenizer: Any, messages: list[dict[str, str]], max_length: int, template: str | None = None
-) -> dict[str, list[int]]:
+) -> dict[str, Any]:
     """{'input_ids', 'labels', 'full_length'}: labels copy the ids inside assistant spans, -100 elsewhere."""
     text, spans = assistant_spans(tokenizer, messages, template)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -213,7 +213,7 @@ def _llama2_text(row: dict, where: str) -> Conversation:
             "expected Llama-2 chat text: <s>, then INST and /INST markers in square brackets "
             "around each question, then the answer and </s>.",
         )  # no literal closing tag: rich reads it as markup
-    turns = []
+    turns: list[dict[str, str]] = []
     for chunk in chunks:
         question, marker, answer = chunk.partition("[/INST]")
         if not marker:

@@ -104,7 +104,7 @@ def _json_rows(path: Path, text: str) -> list[Row]:
         start, data = _member_offset(text, lists[0]), data[lists[0]]
     if not isinstance(data, list):
         raise UserError(f"{path}:1: expected a JSON array of examples, found {type(data).__name__}.")
-    return [(f"{path}:{text.count(chr(10), 0, offset) + 1}", row) for offset, row in _array_items(text, start)]
+    return [(f"{path}:{text.count(chr(10), 0, offset) + 1}", row) for offset, row in _array_items(text, start or 0)]
 
 
 def _member_offset(text: str, key: str) -> int:

@@ -127,6 +127,7 @@ def estimated_bytes(plan: ExportPlan) -> int:
     from tuneforge.presets import estimate_model_params
 
     params = estimate_model_params(plan.source.name if plan.source.kind == "preset" else plan.source.path)
+    per_param: float
     if plan.fmt == "hf":
         per_param = DTYPE_BYTES.get(stored_dtype(plan.base_config), 4)
     else:

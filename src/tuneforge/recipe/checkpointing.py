@@ -13,8 +13,11 @@ A subclass is the one place these hooks exist; the loop itself stays the Trainer
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from trl import SFTTrainer
 
 from tuneforge.recipe.distributed import is_main_process
 from tuneforge.runs import checkpoint_store
@@ -22,30 +25,32 @@ from tuneforge.runs import checkpoint_store
 MPS_RNG = "rng_state_mps.safetensors"
 
 
-def trainer_class() -> type:
-    from trl import SFTTrainer
+class CheckpointingSFTTrainer(SFTTrainer):
+    """SFTTrainer plus the three hooks described above; nothing else differs.
 
-    class CheckpointingSFTTrainer(SFTTrainer):
-        def __init__(self, *args: Any, keep: int, run_config: dict[str, Any], **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.keep, self.run_config = keep, run_config
+    Callbacks can't do these jobs: `on_save` runs after the files are written in place (too
+    late to stage them), and no callback sees the checkpoint folder while it is being loaded.
+    """
 
-        def _save_checkpoint(self, model, trial):
-            save_atomically(self, lambda: super(CheckpointingSFTTrainer, self)._save_checkpoint(model, trial))
+    def __init__(self, *args: Any, keep: int, run_config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep, self.run_config = keep, run_config
 
-        def _load_rng_state(self, checkpoint):
-            super()._load_rng_state(checkpoint)
-            load_mps_rng(checkpoint)
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        parent = super()._save_checkpoint  # transformers is untyped here
+        save_atomically(self, lambda: parent(model, trial))  # type: ignore[no-untyped-call]
 
-        def _load_optimizer_and_scheduler(self, checkpoint):
-            super()._load_optimizer_and_scheduler(checkpoint)
-            if checkpoint is not None:
-                apply_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        load_mps_rng(checkpoint)
 
-    return CheckpointingSFTTrainer
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            apply_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
 
 
-def save_atomically(trainer: Any, save) -> None:
+def save_atomically(trainer: Any, save: Callable[[], None]) -> None:
     """Let the Trainer write into `.staging-N/`, then commit it as `checkpoint-N` once every rank is done."""
     final_root, step = Path(trainer.args.output_dir), trainer.state.global_step
     staging = checkpoint_store.staging_root(final_root, step)

@@ -191,4 +191,5 @@ def gathered_state_dict(trainer: Any, strategy: str) -> dict[str, Any] | None:
     """
     if world_size() == 1 or strategy not in SHARDED:
         return None
-    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    state: dict[str, Any] = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return state

@@ -53,7 +53,7 @@ class StopOnSignal(TrainerCallback):
         sys.stderr.flush()
         os._exit(self.code)  # no cleanup on purpose: the user asked to leave now
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._agreed():
             control.should_save = True
             control.should_training_stop = True

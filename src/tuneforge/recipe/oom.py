@@ -9,12 +9,16 @@ arrive as plain RuntimeErrors that accelerate #4226 missed, so the message decid
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from tuneforge.errors import UserError
 from tuneforge.machine.memory import is_out_of_memory
 
 __all__ = ["BatchShape", "free_memory", "is_out_of_memory", "step_down", "unless_out_of_memory"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ def step_down(shape: BatchShape, step: int, device: str, max_seq_length: int) ->
     return shape.halved()
 
 
-def unless_out_of_memory(measure, log, skipped: str, device: str):
+def unless_out_of_memory(measure: Callable[[], T], log: Any, skipped: str, device: str) -> T | None:
     """A figure around training (held-out loss, the before/after check) is not worth the run:
     on out-of-memory it is skipped with a log line and None; any other error still raises."""
     try:

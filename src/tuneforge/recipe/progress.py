@@ -30,7 +30,7 @@ class ProgressCallback(TrainerCallback):
         self._last = (0.0, 0)  # (time, tokens) at the previous log
         self.tokens_at_start = 0
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # a resumed run carries the earlier steps' log in its state: the curve and metrics stay whole
         self.history = [entry for entry in self.history if entry["step"] <= state.global_step]
         if not self.history:
@@ -40,12 +40,12 @@ class ProgressCallback(TrainerCallback):
         self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
         self._last = (time.monotonic(), state.num_input_tokens_seen)
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.bar.update(self.task, completed=state.global_step)
         if state.global_step == state.max_steps:
             control.should_log = True  # the final loss always reaches the log and metrics.json
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not logs or "loss" not in logs:
             return
         now, tokens = time.monotonic(), state.num_input_tokens_seen
@@ -59,10 +59,10 @@ class ProgressCallback(TrainerCallback):
         self.bar.update(self.task, stats=stats)
         self.log.info(f"step {state.global_step}/{state.max_steps}  {stats}", show=not self.log.console.is_terminal)
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.log.info(f"checkpoint saved: {args.output_dir}/checkpoint-{state.global_step}")
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.stop_display()
 
     def stop_display(self) -> None:

@@ -26,10 +26,10 @@ class OptimizerPhase(TrainerCallback):
     def __init__(self) -> None:
         self.inside = False
 
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.inside = True
 
-    def on_optimizer_step(self, args, state, control, **kwargs):
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.inside = False
 
 

@@ -225,7 +225,7 @@ def held_out(trainer: Any, log: Any, label: str) -> float | None:
     loss = unless_out_of_memory(lambda: held_out_loss(trainer), log, skipped, trainer.args.device.type)
     if loss is not None:
         log.info(f"held-out loss, {label}: {loss:.4f} ({time.monotonic() - started:.0f} s)")
-    return loss
+    return None if loss is None else float(loss)
 
 
 def collect_metrics(setup: Setup, fitted: Fitted) -> dict[str, Any]:

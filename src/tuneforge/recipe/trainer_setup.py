@@ -13,7 +13,8 @@ def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> 
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.model.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        kbit = prepare_model_for_kbit_training
+        model = kbit(model, use_gradient_checkpointing=gradient_checkpointing)  # type: ignore[no-untyped-call]
     lora = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
@@ -65,7 +66,7 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
     )
 
 
-def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_data: Any, callbacks: list,
+def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_data: Any, callbacks: list[Any],
                   keep: int = 2, run_config: dict[str, Any] | None = None) -> Any:  # fmt: skip
     """Rows are already tokenized with labels, so SFTTrainer only batches them (dynamic padding).
 
@@ -75,10 +76,10 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
     """
     from transformers.trainer_callback import PrinterCallback
 
-    from tuneforge.recipe.checkpointing import trainer_class
+    from tuneforge.recipe.checkpointing import CheckpointingSFTTrainer
 
     train_dataset, eval_dataset = as_datasets(train_data, eval_data)
-    trainer = trainer_class()(
+    trainer = CheckpointingSFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,

@@ -42,7 +42,7 @@ def staging_root(checkpoints: Path, step: int) -> Path:
 
 def remove_leftovers(checkpoints: Path) -> list[str]:
     """Staging and trash folders are what a crash left behind; nothing in them was ever committed."""
-    removed = []
+    removed: list[str] = []
     if not checkpoints.is_dir():
         return removed
     for path in sorted(checkpoints.iterdir()):
@@ -90,7 +90,7 @@ def committed(checkpoints: Path) -> list[Path]:
 
 def newest_usable(checkpoints: Path) -> Usable:
     """The newest checkpoint whose files match its manifest; torn ones are listed with the file at fault."""
-    skipped = []
+    skipped: list[str] = []
     for folder in committed(checkpoints):
         manifest, problem = verify(folder)
         if problem is None:

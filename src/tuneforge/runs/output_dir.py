@@ -8,6 +8,7 @@ an unfinished run is resumed instead (resume.py decides how).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ MIN_FREE_BYTES = 200 * 1024**2  # adapter, checkpoints and logs of a small run
 
 
 def prepare_output_dir(
-    path: Path, flags: ResumeFlags, config: dict[str, Any], world_size: int = 1, log=print, claim: bool = True
+    path: Path,
+    flags: ResumeFlags,
+    config: dict[str, Any],
+    world_size: int = 1,
+    log: Callable[[str], None] = print,
+    claim: bool = True,
 ) -> tuple[Path, StartPlan]:
     """Check the folder and decide how the run starts; `claim` marks it as this run's (rank 0 only).
 

@@ -33,7 +33,8 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def plot_loss(path: Path, history: list[dict[str, float]], eval_points: dict[str, float]) -> None:
+def plot_loss(path: Path, history: list[dict[str, float]], eval_points: dict[str, tuple[int, float]]) -> None:
+    """The training curve, with the held-out losses as stars: {label: (step, loss)}."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen needed
@@ -53,7 +54,7 @@ def plot_loss(path: Path, history: list[dict[str, float]], eval_points: dict[str
     plt.close(fig)
 
 
-def write_model_card(folder: Path, resolved: Any, data_source: str, licences: list[str], metrics: dict,
+def write_model_card(folder: Path, resolved: Any, data_source: str, licences: list[str], metrics: dict[str, Any],
                      quick_table: str = "") -> None:  # fmt: skip
     """`quick_table`: the before/after table as Markdown, drawn by the evaluation layer above this one."""
     cfg = resolved.config

@@ -47,7 +47,8 @@ class StartPlan:
 
 def run_settings(cfg: Any) -> dict[str, Any]:
     """The settings a run is recorded with (marker, manifests); serve is left out, it may hold an API key."""
-    return cfg.model_dump(mode="json", exclude={"serve"})
+    settings: dict[str, Any] = cfg.model_dump(mode="json", exclude={"serve"})
+    return settings
 
 
 def flat(config: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +67,8 @@ def run_status(out: Path) -> str:
 
 def read_marker(out: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((out / RUN_MARKER).read_text(encoding="utf-8"))
+        marker: dict[str, Any] = json.loads((out / RUN_MARKER).read_text(encoding="utf-8"))
+        return marker
     except (OSError, ValueError):
         return None
 
@@ -132,10 +134,12 @@ def drift(
 def same_effective_batch(manifest: dict[str, Any], train: dict[str, Any], world_size: int) -> bool:
     """Sequences per update, in the checkpoint and now; a step-down or other process count may reach it differently."""
     then = manifest["micro_batch"] * manifest["grad_accum"] * manifest["world_size"]
-    return then == train["batch_size"] * train["grad_accum"] * world_size
+    return bool(then == train["batch_size"] * train["grad_accum"] * world_size)
 
 
-def check_drift(out: Path, old, new, manifest, world_size: int, anyway: bool) -> None:
+def check_drift(
+    out: Path, old: dict[str, Any], new: dict[str, Any], manifest: dict[str, Any], world_size: int, anyway: bool
+) -> None:
     rows = drift(old, new, manifest, world_size)
     if not rows:
         return

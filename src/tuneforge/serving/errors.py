@@ -54,7 +54,7 @@ async def _openai_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return explain_validation(exc.errors()).response()
+    return explain_validation(list(exc.errors())).response()
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,7 @@ from tuneforge.recipe.oom import BatchShape
 
 def encode(
     tokenizer: Any, train_set: list[Any], eval_set: list[Any], cfg: TuneforgeConfig, log: Any
-) -> tuple[list, list]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows cut to max_seq_length with the prompt masked out; the held-out rows score the loss."""
     from tuneforge.data.encode import encode_all
 
@@ -23,8 +23,11 @@ def encode(
     eval_rows, _ = encode_all(tokenizer, eval_set[: cfg.train.eval_examples], max_len, cfg.data.template)
     if not train_rows:
         raise UserError("No training example has answer tokens left after encoding. Raise --max-seq-length.")
-    lengths = sorted(stats.lengths)
-    pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
+    lengths: list[int] = sorted(stats.lengths)
+
+    def pick(q: float) -> int:
+        return lengths[min(len(lengths) - 1, int(q * len(lengths)))]
+
     log.section("data")
     log.info(f"{len(train_set)} training examples, {len(eval_set)} held out (eval_set.jsonl)")
     log.info(f"tokens per example: min {lengths[0]}, median {pick(0.5)}, p95 {pick(0.95)}, max {lengths[-1]}")
