@@ -4,6 +4,7 @@
 #   ./run.sh --max-steps 20 --output-dir my-run    any `tuneforge train` flags pass through
 #   ./run.sh setup        only set up
 #   ./run.sh test         set up with the test extras, then run the whole test suite (pytest args pass through)
+#   ./run.sh lint         set up with the test extras, then ruff (lint, format), mypy and the import layers
 # Environment variables (MODEL, DATASET, BATCH_SIZE, MAX_STEPS, ...) pass through to tuneforge.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,7 +14,7 @@ TORCH_CPU_VERSION="2.13.0"  # the CPU build that resolves without a multi-GB CUD
 
 mode="train"
 case "${1:-}" in
-  setup | test) mode="$1"; shift ;;
+  setup | test | lint) mode="$1"; shift ;;
 esac
 
 say() { printf '\033[1m[tuneforge]\033[0m %s\n' "$*"; }
@@ -72,7 +73,7 @@ setup() {
   machine="$(detect_machine)"
   say "Machine: $(machine_label "$machine")"
   extras=""
-  [ "$mode" = "test" ] && extras="test"
+  case "$mode" in test | lint) extras="test" ;; esac
   [ "$machine" = "nvidia" ] && extras="${extras:+$extras,}cuda"
   want="$(cat pyproject.toml run.sh | cksum | cut -d' ' -f1)-$machine-$extras"
   stamp="$VENV/.tuneforge-installed"
@@ -95,5 +96,10 @@ setup
 case "$mode" in
   setup) say "Done. Try: $VENV/bin/tuneforge doctor" ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  lint)
+    say "ruff check"; "$VENV/bin/ruff" check src tests benchmarks scripts
+    say "ruff format --check"; "$VENV/bin/ruff" format --check src tests benchmarks scripts
+    say "mypy (strict for the recipe and the run folder)"; "$VENV/bin/mypy" src/tuneforge
+    say "import layers"; "$VENV/bin/lint-imports" ;;
   train) exec "$VENV/bin/tuneforge" train "$@" ;;
 esac
