@@ -35,6 +35,18 @@ def test_loss_falls_and_results_are_complete(tiny_results):
         assert needle in log, needle
 
 
+def test_the_run_ends_with_a_question_from_the_users_held_out_data(tiny_results):
+    """Not a fixed example: the suggested chat uses a question that was held out of training."""
+    import shlex
+
+    log = next(tiny_results.glob("training_log_*.log")).read_text()
+    line = next(line for line in log.splitlines() if "Try it: tuneforge chat --adapter" in line)
+    suggested = shlex.split(line.split("Try it: ", 1)[1])[-1]
+    held_out = [json.loads(row) for row in (tiny_results / "eval_set.jsonl").read_text().splitlines()]
+    questions = [m["content"] for row in held_out for m in row["messages"] if m["role"] == "user"]
+    assert suggested == " ".join(questions[0].split()), (suggested, questions[0])
+
+
 def test_adapter_reloads_into_the_same_logits(tiny_results, tiny_model_dir):
     """Plain peft, as the README shows: PeftModel.from_pretrained(base, results)."""
     from peft import PeftModel
