@@ -2,5 +2,5 @@
 
 merge.py folds the adapter in, gguf_writer.py and gguf_tokenizer.py write GGUF, modelfile.py
 writes the Ollama Modelfile, model_card.py the README, checks.py refuses bad input before any
-weights load, and command.py holds `run_export`, the recipe that ties them together.
+weights load; `commands/export.run_export` ties them together.
 """

@@ -1,9 +1,10 @@
-"""Recognise out-of-memory errors on CUDA, MPS and CPU, and step the micro-batch down without changing the run.
+"""Step the micro-batch down after an out-of-memory error without changing the run.
+
+Recognising the error is machine/memory.py's one rule (re-exported here for the recipe).
 
 Halving the micro-batch and doubling gradient accumulation keeps the effective batch, so the
 updates see the same examples; retry loops that only shrink the batch (accelerate's
-find_executable_batch_size, auto_find_batch_size) silently change the run instead. MPS errors
-arrive as plain RuntimeErrors that accelerate #4226 missed, so the message decides too.
+find_executable_batch_size, auto_find_batch_size) silently change the run instead.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training recipe: setup → fit → save. Read `run_recipe` top to bottom; it is the whole path.
 
-- `setup` runs every check that can fail on bad input before the model loads (device, data,
+- `prepare` runs every check that can fail on bad input before the model loads (device, data,
   results folder), then loads the model and tokenizer, wraps LoRA and encodes the rows.
   Everything it learns goes into one frozen `Setup`.
 - `fit` measures the base's held-out loss and hands the loop to the method's TRL trainer

@@ -1,6 +1,6 @@
 """`tuneforge serve`: the tuned model behind the OpenAI API, with a small chat page.
 
-- command.py: `run_serve`; checks the settings and binds the port before the model loads
+- commands/serve.py (outside this package): `run_serve`; checks the settings and binds the port first
 - loading.py: the base model once, plus each LoRA adapter (safetensors only, no remote code)
 - engine.py: prompts to tokens, context checks, generation with the adapter a request names
 - request_queue.py: one generation at a time, a bounded line, 429 when it is full

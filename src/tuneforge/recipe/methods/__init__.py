@@ -6,7 +6,7 @@ the model, LoRA, recovery, saving):
 - `encode`: how the split conversations become model inputs (rows with labels, pairs, ...);
 - `build_trainer`: which TRL trainer and config run those rows, for one batch shape;
 - `report`: which extra figures the run reports at the end (SFT: a before/after generation check).
-Adding a method is a new module and one line in `METHODS`, not a branch in the recipe.
+Adding a method is a new module and one line in `method_for`, not a branch in the recipe.
 """
 
 from __future__ import annotations
@@ -32,5 +32,5 @@ def method_for(name: str) -> Method:
 
     methods = {"sft": sft.METHOD}
     if name not in methods:
-        raise UserError(f"Training method '{name}' is not one of {', '.join(methods)}. Use --method sft.")
+        raise UserError(f"Training method '{name}' is not one of {', '.join(methods)}. Choose one of those.")
     return methods[name]
