@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import adapter_diff, stop_training_at, tiny_train_values
 from tuneforge.errors import Stopped, UserError
-from tuneforge.recipe.oom import BatchShape, is_out_of_memory, step_down
+from tuneforge.machine.memory import is_out_of_memory
+from tuneforge.recipe.oom import BatchShape, step_down
 
 REAL_OOM = [
     "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.64 GiB of which 1.12 GiB is "

@@ -117,7 +117,7 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
     from tuneforge.models.tokenizer import load_tokenizer_from
 
-    path = _materialise(source)
+    path = model_path(source)
     return _guard_hub(source, lambda: load_tokenizer_from(path, trust_remote_code))
 
 
@@ -131,7 +131,7 @@ def load_for_inference(source: ModelSource, trust_remote_code: bool = False) -> 
     from tuneforge.machine.devices import inference_device, torch_dtype
 
     device, precision = inference_device()
-    path = _materialise(source)
+    path = model_path(source)
     try:
         model = _guard_hub(source, lambda: AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype(precision), use_safetensors=True, trust_remote_code=trust_remote_code))  # fmt: skip
@@ -153,7 +153,7 @@ def load_model(
     if load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config(dtype)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each DDP rank on its own GPU
-    path = _materialise(source)
+    path = model_path(source)
     model = _guard_hub(source, lambda: AutoModelForCausalLM.from_pretrained(path, **kwargs))
     return model if load_in_4bit else model.to(device)
 
@@ -168,10 +168,6 @@ def _four_bit_config(dtype: Any):
 
 def model_path(source: ModelSource) -> str:
     """What from_pretrained gets: the cached copy of a preset (made on first use), a folder or a hub id."""
-    return _materialise(source)
-
-
-def _materialise(source: ModelSource) -> str:
     return str(ensure_preset_cached(source.name)) if source.kind == "preset" else source.path
 
 

@@ -1,6 +1,6 @@
 """Step the micro-batch down after an out-of-memory error without changing the run.
 
-Recognising the error is machine/memory.py's one rule (re-exported here for the recipe).
+Recognising the error is machine/memory.py's one rule.
 
 Halving the micro-batch and doubling gradient accumulation keeps the effective batch, so the
 updates see the same examples; retry loops that only shrink the batch (accelerate's
@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 
 from tuneforge.errors import UserError
 from tuneforge.machine.memory import is_out_of_memory
-
-__all__ = ["BatchShape", "free_memory", "is_out_of_memory", "step_down", "unless_out_of_memory"]
 
 T = TypeVar("T")
 

@@ -14,9 +14,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from tuneforge.errors import Stopped, UserError
+from tuneforge.machine.memory import is_out_of_memory
 from tuneforge.recipe.distributed import world_size
 from tuneforge.recipe.interrupts import StopOnSignal
-from tuneforge.recipe.oom import BatchShape, free_memory, is_out_of_memory, step_down
+from tuneforge.recipe.oom import BatchShape, free_memory, step_down
 from tuneforge.runs import checkpoint_store
 
 

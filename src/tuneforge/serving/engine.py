@@ -51,6 +51,7 @@ class Engine:
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(model, tokenizer)  # fixed for the server's life: worked out once
         self.adapters = adapters
         self.context_length = context_length
         self.chat_template = chat_template
@@ -128,7 +129,7 @@ class Engine:
             )  # fmt: skip
         new = out[0, ids.shape[1] :].tolist()
         text, stopped = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), job.stop)
-        ended = bool(new) and new[-1] in stop_token_ids(self.model, self.tokenizer)
+        ended = bool(new) and new[-1] in self.stop_ids
         finish = "stop" if stopped or ended or len(new) < job.max_new_tokens else "length"
         return Result(text, len(job.input_ids), len(new), finish)
 
@@ -150,7 +151,7 @@ class Engine:
         config.update(
             max_new_tokens=job.max_new_tokens, min_new_tokens=None, do_sample=sample, top_k=0 if sample else None,
             temperature=job.temperature if sample else None, top_p=job.top_p if sample else None,
-            stop_strings=None, eos_token_id=stop_token_ids(self.model, self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=None, eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
         )  # fmt: skip
         return config
 
