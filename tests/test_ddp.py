@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import adapter_diff, tiny_train_values
+from tests.conftest import adapter_diff, assert_plain_exit_2, tiny_train_values
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +129,27 @@ def test_a_stopped_ddp_run_resumes_to_the_same_adapter(ddp_run, tiny_model_dir, 
     history = [(e["step"], e["loss"]) for e in json.loads((out / "metrics.json").read_text())["loss_history"]]
     reference = json.loads((ddp_run[0] / "results" / "metrics.json").read_text())["loss_history"]
     assert history == [(e["step"], e["loss"]) for e in reference]
+
+
+def test_a_second_train_on_a_launched_runs_folder_is_refused(tiny_model_dir, tiny_dataset, tmp_path):
+    """The `--nproc` parent holds the results folder for its ranks, which train on without fighting over it."""
+    values = {**_settings(tiny_model_dir, tiny_dataset, tmp_path / "results", 2), "train.max_steps": 5000}
+    config = _as_yaml(values, tmp_path / "long.yaml")
+    log = tmp_path / "long.out"
+    with log.open("w") as handle:
+        command = [str(TUNEFORGE), "train", "--nproc", "2", "--config", str(config)]
+        process = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "step 2/5000" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            second = subprocess.run([str(TUNEFORGE), "train", "--config", str(config)], cwd=tmp_path, env=ENV,
+                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert_plain_exit_2(second, f"process {process.pid}", "is being written by another tuneforge process")
+            assert process.poll() is None, log.read_text()[-3000:]  # the launched run was not disturbed
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
 
 
 def test_fsdp_on_two_cpu_processes_trains_like_one(single_run, tiny_model_dir, tiny_dataset, tmp_path):

@@ -26,15 +26,28 @@ def run_eval(
     out: Path | None = None,
     model: str | None = None,
 ) -> dict[str, Any]:
-    from tuneforge.evaluation.compare import eval_settings, evaluate_both, format_comparison_table
-    from tuneforge.evaluation.dataset import check_limit, load_eval_set
-    from tuneforge.evaluation.report import write_report
-    from tuneforge.runs.folder import load_tuned, open_run
+    from tuneforge.evaluation.dataset import check_limit
+    from tuneforge.runs.folder import open_run
+    from tuneforge.runs.lock import holding
 
     check_limit(limit)
     _check_positive("--max-new-tokens", max_new_tokens)
     _check_positive("--batch-size", batch_size)
-    run = open_run(adapter, model)
+    run = open_run(adapter, model)  # first: the lock must not create a folder for a mistyped --adapter
+    report_dir = out or adapter / "eval"
+    with holding(report_dir, what="eval report folder", fix="give this eval another folder with --out"):
+        return _evaluate(run, dataset, limit, as_json, max_new_tokens, batch_size, report_dir)
+
+
+def _evaluate(run: Any, dataset: Path | None, limit: int | None, as_json: bool, max_new_tokens: int,
+              batch_size: int, report_dir: Path) -> dict[str, Any]:  # fmt: skip
+    """The eval itself, run while this process holds the report folder (two evals would mix their files)."""
+    from tuneforge.evaluation.compare import eval_settings, evaluate_both, format_comparison_table
+    from tuneforge.evaluation.dataset import load_eval_set
+    from tuneforge.evaluation.report import write_report
+    from tuneforge.runs.folder import load_tuned
+
+    adapter = run.folder
     eval_path = dataset or adapter / "eval_set.jsonl"
     examples = load_eval_set(eval_path, limit)
     console = Console(stderr=as_json, highlight=False)  # with --json, stdout carries only the JSON
@@ -44,7 +57,7 @@ def run_eval(
     with _progress(console, 2 * len(examples)) as advance:
         result = evaluate_both(tuned_model, tokenizer, examples, settings, advance)
     result["run"] = {"adapter": str(adapter), "base_model": run.source.name, "eval_set": str(eval_path)}
-    files = write_report(out or adapter / "eval", result, run.training.get("loss_history", []))
+    files = write_report(report_dir, result, run.training.get("loss_history", []))
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:

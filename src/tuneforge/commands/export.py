@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
-from tuneforge.export.checks import ExportPlan, plan_export, stored_dtype
+from tuneforge.export.checks import ExportPlan, check_output, plan_export, stored_dtype
 
 
 def run_export(
@@ -32,8 +32,16 @@ def run_export(
     model: str | None = None,
 ) -> Path:
     """Export and return the path of the main artefact (the folder for hf, the .gguf file for gguf)."""
-    console = Console(highlight=False, soft_wrap=True)  # soft wrap: printed commands stay copy-pasteable
+    from tuneforge.runs.lock import holding
+
     plan = plan_export(adapter, out, fmt, quant, overwrite, model)
+    with holding(plan.out, what="export folder", fix="export somewhere else with --out"):  # one writer per --out
+        check_output(plan.out, plan.adapter, overwrite)  # again: an export that just finished there counts
+        return _export(plan, fmt)
+
+
+def _export(plan: ExportPlan, fmt: str) -> Path:
+    console = Console(highlight=False, soft_wrap=True)  # soft wrap: printed commands stay copy-pasteable
     kind = f"{fmt} {plan.quant}" if plan.quant else fmt
     console.print(f"Exporting {plan.adapter} (base: {plan.source.description}) as {kind}.")
     from tuneforge.export.merge import load_merged

@@ -15,12 +15,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import Stopped, UserError
 from tuneforge.recipe.distributed import CHILD_ENV, require_deepspeed, strategy_file
+from tuneforge.runs.lock import HELD_ENV
 
 LAUNCHERS = ("torchrun", "accelerate")
 DEFAULT_PORT = 29500  # torchrun's own default
@@ -138,13 +141,30 @@ def preflight_parent(resolved: Any, opts: LaunchOptions, nproc: int, flags: Any)
                            log=lambda message: print(message, flush=True), claim=False)  # fmt: skip
 
 
-def child_environment() -> dict[str, str]:
+@contextmanager
+def parent_lock(output_dir: Path, opts: LaunchOptions) -> Iterator[str | None]:
+    """Node 0's parent holds the results folder's lock for the whole launch; yields the folder it holds.
+
+    Its rank-0 child writes there, told through HELD_ENV that the lock is its parent's. Other
+    nodes write no results, so they take no lock.
+    """
+    from tuneforge.recipe.distributed import OUTPUT_DIR_FIX
+    from tuneforge.runs.lock import holding
+
+    if opts.node_rank != 0:
+        yield None
+        return
+    with holding(output_dir, fix=OUTPUT_DIR_FIX) as lock:
+        yield str(lock.folder) if lock else os.environ.get(HELD_ENV)
+
+
+def child_environment(held: str | None = None) -> dict[str, str]:
     """The guide's variables (BATCH_SIZE, ...) are already in the resolved config, where a CLI flag
     may have overridden them; left in the environment they would override that flag in the children."""
     from tuneforge.config_resolve import ENV_VARS
 
-    env = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
-    return {**env, CHILD_ENV: "1"}
+    env = {name: value for name, value in os.environ.items() if name not in ENV_VARS and name != HELD_ENV}
+    return {**env, CHILD_ENV: "1", **({HELD_ENV: held} if held else {})}
 
 
 def child_flags(flags: Any, debug: bool) -> list[str]:
@@ -152,14 +172,14 @@ def child_flags(flags: Any, debug: bool) -> list[str]:
     return ["--resume"] * flags.resume + ["--resume-anyway"] * flags.resume_anyway + ["--debug"] * debug
 
 
-def wait_for_launcher(command: list[str]) -> tuple[int, int | None]:
+def wait_for_launcher(command: list[str], held: str | None = None) -> tuple[int, int | None]:
     """Run the launcher; returns its exit code and the signal that stopped the run, if one did.
 
     Ctrl-C reaches every process of the terminal: the children save and stop, and the parent
     must outlive them to report it. A SIGTERM sent to the parent alone is passed on. torchrun
     itself exits 1 with a traceback when signalled, so the parent's own record says what happened.
     """
-    process = subprocess.Popen(command, env=child_environment())
+    process = subprocess.Popen(command, env=child_environment(held))
     received: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -191,12 +211,14 @@ def run_launch(cli_values: dict[str, Any], config_file: Path | None, opts: Launc
     from tuneforge.runs.resume import ResumeFlags
 
     flags = flags or ResumeFlags()
-    preflight_parent(resolved, opts, nproc, flags)
-    with tempfile.TemporaryDirectory(prefix="tuneforge-launch-") as folder:
-        config_path = write_resolved_config(resolved, Path(folder))
-        command = build_command(opts, nproc, ["--config", str(config_path)] + child_flags(flags, debug))
-        print(f"Launching {nproc * opts.nnodes} processes ({nproc} on this machine): {' '.join(command)}", flush=True)
-        code, signalled = wait_for_launcher(command)
+    with parent_lock(resolved.config.train.output_dir, opts) as held:
+        preflight_parent(resolved, opts, nproc, flags)
+        with tempfile.TemporaryDirectory(prefix="tuneforge-launch-") as folder:
+            config_path = write_resolved_config(resolved, Path(folder))
+            command = build_command(opts, nproc, ["--config", str(config_path)] + child_flags(flags, debug))
+            print(f"Launching {nproc * opts.nnodes} processes ({nproc} on this machine): {' '.join(command)}",
+                  flush=True)  # fmt: skip
+            code, signalled = wait_for_launcher(command, held)
     if signalled is not None or code in (130, 143):
         raise Stopped("Training stopped; the processes saved a checkpoint (see above). Run the same command "
                       "again to resume.", 128 + signalled if signalled else code)  # fmt: skip

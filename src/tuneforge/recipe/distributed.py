@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,25 @@ class QuietLog:
 
     def close(self) -> None:
         pass
+
+
+OUTPUT_DIR_FIX = "choose another --output-dir (or OUTPUT_DIR)"
+
+
+@contextmanager
+def results_folder_lock(path: Path) -> Iterator[None]:
+    """Rank 0 holds the results folder's lock for the run; other ranks never take it.
+
+    Under `tuneforge train --nproc` the parent holds it for the whole launch and tells its
+    children so (runs/lock.py: HELD_ENV), so a restarted rank 0 doesn't find its own run's lock.
+    """
+    from tuneforge.runs.lock import holding
+
+    if not is_main_process():
+        yield
+        return
+    with holding(path, fix=OUTPUT_DIR_FIX):
+        yield
 
 
 def output_for_rank(path: Path, flags: Any, config: dict[str, Any]) -> tuple[Path, Any, Any]:

@@ -66,12 +66,15 @@ class Fitted:
 
 
 def run_recipe(resolved: ResolvedConfig, flags: ResumeFlags | None = None, method: str = "sft") -> dict[str, Any]:
-    setup = prepare(resolved, flags or ResumeFlags(), method_for(method))
-    try:
-        fitted = fit(setup)
-        return save(setup, fitted)
-    finally:
-        setup.log.close()
+    from tuneforge.recipe.distributed import results_folder_lock
+
+    with results_folder_lock(resolved.config.train.output_dir):  # one writer per folder, before anything loads
+        setup = prepare(resolved, flags or ResumeFlags(), method_for(method))
+        try:
+            fitted = fit(setup)
+            return save(setup, fitted)
+        finally:
+            setup.log.close()
 
 
 def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Setup:
