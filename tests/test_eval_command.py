@@ -90,7 +90,7 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert len(re.findall(r"<tr>", re.search(r'<table id="samples">.*?</table>', dom, re.S).group(0))) == 1 + 6
 
 
-def test_quick_eval_on_a_loaded_model(tiny_results):
+def test_quick_eval_on_a_loaded_model(tiny_results, tiny_model_dir):
     """What `train` calls at the end: an in-memory peft model, no files written."""
     from peft import PeftModel
     from rich.console import Console
@@ -99,8 +99,7 @@ def test_quick_eval_on_a_loaded_model(tiny_results):
     from tuneforge.evaluation.compare import format_comparison_table, quick_eval
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_results)
-    base_path = json.loads((tiny_results / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), tiny_results)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tiny_results)
     model.train()
     conversations = [
         json.loads(line)["messages"] for line in (tiny_results / "eval_set.jsonl").read_text().splitlines()
@@ -144,5 +143,6 @@ def test_edited_base_model_is_refused(tiny_results, tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, other)
     config = copy / "tuneforge.yaml"
     config.write_text(config.read_text().replace(str(tiny_model_dir), str(other)))
+    (copy / "tuneforge-results.json").unlink()  # else the edit is caught as damage first (test_damaged_results.py)
     result = _eval("--adapter", str(copy))
     assert result.exit_code == 2 and "does not match the adapter's" in " ".join(result.output.split())

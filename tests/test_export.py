@@ -258,6 +258,7 @@ def test_unsupported_architecture_exits_2(tiny_results, tmp_path):
     (results / "tuneforge.yaml").write_text("\n".join(card) + "\n")
     peft_config = json.loads((results / "adapter_config.json").read_text())  # both records name the qwen base
     (results / "adapter_config.json").write_text(json.dumps({**peft_config, "base_model_name_or_path": str(base)}))
+    (results / "tuneforge-results.json").unlink()  # as a run from before manifests: the edits aren't damage there
     result = export_cli("--adapter", str(results), "--out", str(tmp_path / "out"), "--format", "gguf")
     assert_plain_exit_2(result, "not supported yet: qwen2 (Qwen2ForCausalLM)", "--format hf")
     assert not (tmp_path / "out").exists()
@@ -315,3 +316,91 @@ def test_a_failed_write_leaves_no_half_export(tiny_results, tmp_path, monkeypatc
     with pytest.raises(OSError):
         export(tiny_results, tmp_path / "fresh", "gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no partial folder may remain"
+
+
+def test_every_exports_card_parses_with_hub_metadata_and_names_no_local_path(exports, sharp_results, sharp_model_dir):
+    from huggingface_hub import ModelCard
+
+    from tuneforge.runs.hub_card import local_paths
+
+    expected = {"hf": ("transformers", "merged-lora"), "f16": ("gguf", "f16"), "q8_0": ("gguf", "q8_0")}
+    for key, path in exports.items():
+        folder = path if path.is_dir() else path.parent
+        text = (folder / "README.md").read_text()
+        card = ModelCard(text)
+        library, tag = expected[key]
+        assert card.data.library_name == library and card.data.pipeline_tag == "text-generation", key
+        assert {"tuneforge", tag} <= set(card.data.tags), key
+        assert local_paths(text) == [] and str(sharp_results) not in text and str(sharp_model_dir) not in text, key
+        assert f"local folder `{sharp_model_dir.name}`" in text and "## Use it" in text, key
+        assert "config.json" not in text or key == "hf"
+    hf_config = (exports["hf"] / "config.json").read_text()
+    assert local_paths(hf_config) == [] and str(sharp_model_dir) not in hf_config
+
+
+def test_an_export_of_a_preset_run_names_its_hub_base_as_a_fine_tune(tmp_path):
+    """The card of the embedded default's export, written without the 135M weights: base, relation, licence."""
+    from huggingface_hub import ModelCard
+
+    from tuneforge.export.model_card import write_export_card
+    from tuneforge.models.loading import resolve_model
+
+    adapter = tmp_path / "results"
+    adapter.mkdir()
+    (adapter / "metrics.json").write_text(json.dumps({"eval_loss_before": 2.5, "eval_loss_after": 2.0}))
+    run_config = {"data": {"dataset": "medical-terms"}, "lora": {"r": 16}, "train": {"max_steps": 5}}
+    files = {"format": "gguf", "quant": "q8_0", "file": "smollm2-135m-tuned-q8_0.gguf", "ollama": "smollm2-135m-tuned"}
+    for fmt, library in (("gguf", "gguf"), ("hf", "transformers")):
+        out = tmp_path / fmt
+        out.mkdir()
+        write_export_card(out, out, adapter, run_config, resolve_model("smollm2-135m"), {**files, "format": fmt})
+        text = (out / "README.md").read_text()
+        data = ModelCard(text).data
+        assert (data.base_model, data.base_model_relation, data.license) == (
+            "HuggingFaceTB/SmolLM2-135M-Instruct", "finetune", "apache-2.0")  # fmt: skip
+        assert data.library_name == library and "2.5000 (base) -> 2.0000 (tuned)" in text
+        assert "Human Phenotype Ontology" in text and "Gargano et al." in text, "the data's attribution"
+    assert "ollama create smollm2-135m-tuned -f Modelfile" in (tmp_path / "gguf" / "README.md").read_text()
+
+
+def fake_ollama(folder: Path, exit_code: int = 0) -> Path:
+    """An `ollama` on PATH that records its arguments and working folder, then exits with `exit_code`."""
+    folder.mkdir()
+    script = folder / "ollama"
+    log = folder / "calls.txt"
+    script.write_text(
+        f'#!/bin/sh\necho "$PWD|$*" >> "{log}"\n'
+        + ('echo "Error: could not connect to ollama app, is it running?" >&2\n' if exit_code else "")
+        + f"exit {exit_code}\n"
+    )
+    script.chmod(0o755)
+    return log
+
+
+def test_ollama_creates_the_model_from_the_finished_export(tiny_results, tmp_path, monkeypatch):
+    log = fake_ollama(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    gguf = export(tiny_results, tmp_path / "out", "gguf", ollama="tiny-med:q8")
+    where, args = log.read_text().strip().split("|")
+    assert Path(where) == gguf.parent and args == f"create tiny-med:q8 -f {gguf.parent / 'Modelfile'}"
+    assert (gguf.parent / "Modelfile").read_text().startswith("# Ollama Modelfile")
+
+
+def test_ollama_missing_or_failing_keeps_the_export_and_says_the_command(tiny_results, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no ollama anywhere
+    gguf = export(tiny_results, tmp_path / "without", "gguf", ollama="tiny-med")
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"Once it is, run: ollama create tiny-med -f {gguf.parent / 'Modelfile'}" in said and gguf.is_file()
+    fake_ollama(tmp_path / "bin", exit_code=1)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(UserError, match=r"is complete, but `ollama create tiny-med` failed: Error: could not connect"):
+        export(tiny_results, tmp_path / "failing", "gguf", ollama="tiny-med")
+    assert sorted(p.name for p in (tmp_path / "failing").iterdir())[0] == "Modelfile"
+
+
+def test_ollama_needs_gguf_and_a_valid_name_before_anything_is_written(tiny_results, tmp_path):
+    with pytest.raises(UserError, match="--ollama tiny needs --format gguf"):
+        export(tiny_results, tmp_path / "hf", "hf", ollama="tiny")
+    with pytest.raises(UserError, match="--ollama 'Tiny Model' is not a name Ollama accepts"):
+        export(tiny_results, tmp_path / "bad", "gguf", ollama="Tiny Model")
+    assert list(tmp_path.iterdir()) == []

@@ -26,6 +26,7 @@ def zero_adapter(results, folder):
     shutil.copytree(results, folder, ignore=shutil.ignore_patterns("checkpoints", "*.png", "*.log"))
     weights = load_file(folder / "adapter_model.safetensors")
     save_file({k: v.zero_() if "lora_B" in k else v for k, v in weights.items()}, folder / "adapter_model.safetensors")
+    (folder / "tuneforge-results.json").unlink()  # an adapter made by hand, not the one training recorded
     return folder
 
 
@@ -455,6 +456,7 @@ def test_bad_adapter_folders_are_refused(tiny_results, tmp_path):
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_results, pickled, ignore=shutil.ignore_patterns("checkpoints"))
     (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    (pickled / "tuneforge-results.json").unlink()  # a .bin adapter made elsewhere, not a damaged run
     result = serve_cli("--adapter", str(pickled))
     assert result.exit_code == 2 and "Only safetensors" in result.output
     result = serve_cli("--adapter", f"base={tiny_results}")
@@ -471,6 +473,7 @@ def test_adapters_on_different_bases_are_refused(tiny_results, tmp_path):
     peft_config = other / "adapter_config.json"  # both records of the copy name the other base, as after a real run
     peft_config.write_text(re.sub(r'"base_model_name_or_path": "[^"]*"', '"base_model_name_or_path": "smollm2-135m"',
                                   peft_config.read_text()))  # fmt: skip
+    (other / "tuneforge-results.json").unlink()  # the edits stand for another run, not damage to this one
     result = serve_cli("--adapter", str(tiny_results), "--adapter", f"other={other}")
     assert result.exit_code == 2 and "different base models" in result.output
 

@@ -25,6 +25,13 @@ app = typer.Typer(
 )
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+SkipChecksums = Annotated[
+    bool,
+    typer.Option(
+        "--skip-checksums",
+        help="Check the results files' sizes only, not their SHA-256 (for huge full fine-tunes; an adapter takes ms).",
+    ),
+]
 _LOOSE = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -209,6 +216,10 @@ def chat(
     adapter: Annotated[Path, typer.Option("--adapter", help="Results folder of a training run.")] = Path("results"),
     base: Annotated[bool, typer.Option("--base", help="Answer with the base model, without the adapter.")] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest answer in tokens.")] = 200,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")
+    ] = None,
+    skip_checksums: SkipChecksums = False,
     debug: Debug = False,
 ) -> None:
     """Talk to a tuned model (or the base model with --base)."""
@@ -216,7 +227,8 @@ def chat(
     def go() -> None:
         from tuneforge.commands.chat import run_chat
 
-        run_chat(adapter, prompt=prompt, use_base=base, max_new_tokens=max_new_tokens)
+        checksums = not skip_checksums
+        run_chat(adapter, prompt, base, max_new_tokens, checksums, base_model=model)
 
     _guard(go, debug)
 
@@ -277,6 +289,7 @@ def eval_(
         Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    skip_checksums: SkipChecksums = False,
     debug: Debug = False,
 ) -> None:
     """Compare the base and the tuned model on held-out data: loss, ROUGE, BLEU, answers side by side."""
@@ -284,7 +297,7 @@ def eval_(
     def go() -> None:
         from tuneforge.commands.evaluate import run_eval
 
-        run_eval(adapter, dataset, limit, as_json, max_new_tokens, batch_size, out, model)
+        run_eval(adapter, dataset, limit, as_json, max_new_tokens, batch_size, out, model, not skip_checksums)
 
     _guard(go, debug)
 
@@ -319,6 +332,7 @@ def serve(
     config: Annotated[
         Optional[Path], typer.Option("--config", help="YAML file with a serve: section (host, port, api_key).")
     ] = None,
+    skip_checksums: SkipChecksums = False,
     debug: Debug = False,
 ) -> None:
     """Serve the tuned model behind an OpenAI-compatible API, with a chat page at /."""
@@ -328,7 +342,7 @@ def serve(
     def go() -> None:
         from tuneforge.commands.serve import run_serve
 
-        run_serve(adapter or [], model, cli_values, config, insecure_no_key)
+        run_serve(adapter or [], model, cli_values, config, insecure_no_key, checksums=not skip_checksums)
 
     _guard(go, debug)
 
@@ -351,6 +365,13 @@ def export(
     model: Annotated[
         Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")
     ] = None,
+    ollama: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ollama", help="GGUF only: `ollama create NAME` from the export (prints the command without Ollama)."
+        ),
+    ] = None,
+    skip_checksums: SkipChecksums = False,
     debug: Debug = False,
 ) -> None:
     """Export a merged model or a GGUF file for llama.cpp and Ollama."""
@@ -358,7 +379,51 @@ def export(
     def go() -> None:
         from tuneforge.commands.export import run_export
 
-        run_export(adapter, out, fmt=fmt, quant=quant, overwrite=overwrite, model=model)
+        checksums = not skip_checksums
+        run_export(
+            adapter, out, fmt=fmt, quant=quant, overwrite=overwrite, model=model, checksums=checksums, ollama=ollama
+        )
+
+    _guard(go, debug)
+
+
+@app.command()
+def repair(
+    adapter: Annotated[Path, typer.Argument(help="Results folder of a finished training run.")] = Path("results"),
+    debug: Debug = False,
+) -> None:
+    """Restore a damaged results folder's files from its checkpoints, where they hold the very same bytes."""
+
+    def go() -> None:
+        from tuneforge.commands.repair import run_repair
+
+        run_repair(adapter)
+
+    _guard(go, debug)
+
+
+@app.command()
+def push(
+    repo: Annotated[str, typer.Option("--repo", help="Hugging Face repo id to push to: owner/name.")],
+    adapter: Annotated[
+        Optional[Path], typer.Option("--adapter", help="Results folder of a finished run (default: results).")
+    ] = None,
+    export: Annotated[
+        Optional[Path], typer.Option("--export", help="An export folder (hf or gguf) instead of a results folder.")
+    ] = None,
+    public: Annotated[bool, typer.Option("--public", help="Make the repo public (new repos are private).")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List every file and its size and print the card; upload nothing.")
+    ] = False,
+    message: Annotated[Optional[str], typer.Option("--message", help="Commit message on the Hub.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Upload a results folder or an export to the Hugging Face Hub (private by default)."""
+
+    def go() -> None:
+        from tuneforge.commands.push import run_push
+
+        run_push(repo, adapter, export, public=public, dry_run=dry_run, message=message)
 
     _guard(go, debug)
 

@@ -8,10 +8,18 @@ from typing import Any
 EXIT_WORDS = {"/exit", "/quit"}
 
 
-def run_chat(adapter: Path, prompt: str | None = None, use_base: bool = False, max_new_tokens: int = 200) -> None:
+def run_chat(
+    adapter: Path,
+    prompt: str | None = None,
+    use_base: bool = False,
+    max_new_tokens: int = 200,
+    checksums: bool = True,
+    base_model: str | None = None,
+) -> None:
+    """base_model: --model, for a run copied from a machine whose base folder is not here."""
     from tuneforge.runs.folder import load_tuned, open_run
 
-    model, tokenizer = load_tuned(open_run(adapter))
+    model, tokenizer = load_tuned(open_run(adapter, base_model, checksums=checksums))
     if prompt is not None:
         answer(model, tokenizer, [{"role": "user", "content": prompt}], use_base, max_new_tokens)
         return

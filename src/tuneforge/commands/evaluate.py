@@ -25,6 +25,7 @@ def run_eval(
     batch_size: int = defaults.BATCH_SIZE,
     out: Path | None = None,
     model: str | None = None,
+    checksums: bool = True,
 ) -> dict[str, Any]:
     from tuneforge.evaluation.dataset import check_limit
     from tuneforge.runs.folder import open_run
@@ -33,7 +34,7 @@ def run_eval(
     check_limit(limit)
     _check_positive("--max-new-tokens", max_new_tokens)
     _check_positive("--batch-size", batch_size)
-    run = open_run(adapter, model)  # first: the lock must not create a folder for a mistyped --adapter
+    run = open_run(adapter, model, checksums)  # first: the lock must not create a folder for a mistyped --adapter
     report_dir = out or adapter / "eval"
     with holding(report_dir, what="eval report folder", fix="give this eval another folder with --out"):
         return _evaluate(run, dataset, limit, as_json, max_new_tokens, batch_size, report_dir)

@@ -30,17 +30,25 @@ def run_export(
     quant: str | None = None,
     overwrite: bool = False,
     model: str | None = None,
+    checksums: bool = True,
+    ollama: str | None = None,
 ) -> Path:
-    """Export and return the path of the main artefact (the folder for hf, the .gguf file for gguf)."""
+    """Export and return the path of the main artefact (the folder for hf, the .gguf file for gguf).
+
+    ollama: a model name to `ollama create` from the finished GGUF (or the command, without Ollama).
+    """
     from tuneforge.runs.lock import holding
 
-    plan = plan_export(adapter, out, fmt, quant, overwrite, model)
+    plan = plan_export(adapter, out, fmt, quant, overwrite, model, checksums)
     with holding(plan.out, what="export folder", fix="export somewhere else with --out"):  # one writer per --out
         check_output(plan.out, plan.adapter, overwrite)  # again: an export that just finished there counts
-        return _export(plan, fmt)
+        return _export(plan, fmt, ollama)
 
 
-def _export(plan: ExportPlan, fmt: str) -> Path:
+def _export(plan: ExportPlan, fmt: str, ollama: str | None = None) -> Path:
+    from tuneforge.export.ollama import check_request
+
+    check_request(ollama, fmt)  # a bad name fails before the weights load, not after the export
     console = Console(highlight=False, soft_wrap=True)  # soft wrap: printed commands stay copy-pasteable
     kind = f"{fmt} {plan.quant}" if plan.quant else fmt
     console.print(f"Exporting {plan.adapter} (base: {plan.source.description}) as {kind}.")
@@ -54,7 +62,11 @@ def _export(plan: ExportPlan, fmt: str) -> Path:
         from tuneforge.export.model_card import write_export_card
 
         write_export_card(staging, plan.out, plan.adapter, plan.run_config, plan.source, files)
-    show_next_steps(console, plan, files)
+    show_next_steps(console, plan, files, ollama)
+    if ollama:  # the export is complete and in place: Ollama failing can't cost it
+        from tuneforge.export.ollama import create_in_ollama
+
+        create_in_ollama(ollama, plan.out, console.print)
     return plan.out / files["file"] if fmt == "gguf" else plan.out
 
 
@@ -119,11 +131,15 @@ def swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def show_next_steps(console: Console, plan: ExportPlan, files: dict[str, str]) -> None:
+def show_next_steps(console: Console, plan: ExportPlan, files: dict[str, str], ollama: str | None = None) -> None:
     console.print(f"Export written to {plan.out}: {', '.join(sorted(p.name for p in plan.out.iterdir()))}")
+    share = f"Share it:            tuneforge push --export {plan.out} --repo your-name/{export_name(plan)}"
     if files["format"] == "hf":
         console.print(f'Load it with: AutoModelForCausalLM.from_pretrained("{plan.out}")')
+        console.print(share)
         return
     console.print(f"Run it in llama.cpp: llama-cli -m {plan.out / files['file']} -cnv")
-    console.print(f"Add it to Ollama:    ollama create {files['ollama']} -f {plan.out / 'Modelfile'}")
-    console.print(f"Then chat:           ollama run {files['ollama']}")
+    if not ollama:  # with --ollama, export/ollama.py creates it (or prints the command) next
+        console.print(f"Add it to Ollama:    ollama create {files['ollama']} -f {plan.out / 'Modelfile'}")
+        console.print(f"Then chat:           ollama run {files['ollama']}")
+    console.print(share)

@@ -23,6 +23,7 @@ def run_serve(
     cli_values: dict[str, Any] | None = None,
     config_file: Path | None = None,
     insecure_no_key: bool = False,
+    checksums: bool = True,
 ) -> None:
     from tuneforge.config_resolve import resolve_config
     from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
@@ -30,7 +31,7 @@ def run_serve(
     prefer_passive_threads()
     serve = resolve_config(cli_values or {}, config_file, use_profile=False).config.serve
     check_exposure(serve.host, serve.api_key, insecure_no_key)
-    specs = parse_adapter_specs(adapters or ([] if model else ["results"]))
+    specs = parse_adapter_specs(adapters or ([] if model else ["results"]), checksums)  # all whole, or none served
     base = base_model_name(specs, model)
     sock = bind(serve.host, serve.port)
     limits = Limits(max_tokens_cap=serve.max_tokens_cap, queue_size=serve.queue_size)

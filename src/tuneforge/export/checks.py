@@ -30,12 +30,13 @@ class ExportPlan:
 
 
 def plan_export(
-    adapter: Path, out: Path, fmt: str, quant: str | None, overwrite: bool, model: str | None
+    adapter: Path, out: Path, fmt: str, quant: str | None, overwrite: bool, model: str | None, checksums: bool = True
 ) -> ExportPlan:
     from tuneforge.export.gguf_tokenizer import pre_tokenizer_name
-    from tuneforge.runs.folder import base_model_for, read_run_config
+    from tuneforge.runs.folder import base_model_for, check_folder, read_run_config
 
     quant = check_format(fmt, quant)
+    check_folder(adapter.expanduser(), checksums)  # damage is named (with the way back) before any weights load
     adapter, out = check_results_folder(adapter), out.expanduser()
     check_output(out, adapter, overwrite)
     run_config = read_run_config(adapter)

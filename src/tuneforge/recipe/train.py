@@ -149,6 +149,7 @@ def fit(setup: Setup) -> Fitted:
 def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     """The method's figures, then rank 0 writes the results folder and marks the run finished."""
     from tuneforge.recipe.distributed import gathered_state_dict, is_main_process, plain_copies, run_shape
+    from tuneforge.runs.manifest import write_results_manifest
     from tuneforge.runs.resume import write_marker
 
     cfg, log = setup.resolved.config, setup.log
@@ -160,6 +161,7 @@ def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     if not is_main_process():
         return metrics
     write_results(setup, fitted, metrics, adapter_state)
+    write_results_manifest(setup.out, metrics["steps"])  # after every file it lists, before "finished"
     write_marker(setup.out, "finished", setup.requested)
     log.section(f"Done in {time.monotonic() - setup.started:.0f} s. Results in {setup.out}")
     log.info(
@@ -270,7 +272,12 @@ def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter
     out, log, resolved = setup.out, setup.log, setup.resolved
     trainer, tokenizer = fitted.trainer, fitted.tokenizer
     trainer.model.save_pretrained(out, state_dict=adapter_state)  # adapter_model.safetensors + adapter_config.json
+    results.write_portable_base(out, setup.source)  # the base by its Hub id, not this machine's cache path
     tokenizer.chat_template = chat_template(tokenizer, resolved.config.data.template)  # what training used
+    if hasattr(tokenizer, "backend_tokenizer"):
+        # the quick eval's left padding is state of that batch, not of the tokenizer; without it the
+        # saved tokenizer.json equals the last checkpoint's, byte for byte, so `repair` can restore it
+        tokenizer.backend_tokenizer.no_padding()
     tokenizer.save_pretrained(out)
     results.write_config(out, resolved, shape_overrides(resolved, fitted.shape, STEP_DOWN_SOURCE))
     results.write_json(out / "training_args.json", json.loads(trainer.args.to_json_string()))
@@ -285,11 +292,8 @@ def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter
         results.plot_loss(out / "loss.png", fitted.progress.history, evals)
     except (ImportError, OSError, MemoryError, RuntimeError) as exc:
         log.info(f"loss.png not drawn ({type(exc).__name__}: {str(exc)[:160]}); metrics.json holds the same figures")
-    licences = [setup.source.licence, setup.data.licence]
     quick = metrics.get("quick_eval")
-    results.write_model_card(
-        out, resolved, setup.data.source, licences, metrics, markdown_table(quick) if quick else ""
-    )
+    results.write_model_card(out, resolved, setup.source, metrics, markdown_table(quick) if quick else "")
     log_summary(log, metrics, out)
 
 

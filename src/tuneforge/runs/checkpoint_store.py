@@ -11,15 +11,15 @@ skipped, never loaded. This is plain file handling with no torch in it; the Trai
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from tuneforge.runs.manifest import check_file, describe, fsync_dir, fsync_tree
 
 MANIFEST = "tuneforge-checkpoint.json"
 STAGING_PREFIX = ".staging-"
@@ -54,17 +54,17 @@ def remove_leftovers(checkpoints: Path) -> list[str]:
 
 def commit(staged: Path, checkpoints: Path, step: int, extra: dict[str, Any]) -> Path:
     """Manifest last, fsync everything, then one rename: the checkpoint exists whole or not at all."""
-    files = {str(p.relative_to(staged)): _describe(p) for p in sorted(staged.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(staged)): describe(p) for p in sorted(staged.rglob("*")) if p.is_file()}
     manifest = {"format": 1, "step": step, "saved_at": datetime.now(timezone.utc).isoformat(), **extra, "files": files}
     (staged / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    _fsync_tree(staged)
+    fsync_tree(staged)
     target = checkpoints / f"checkpoint-{step}"
     if target.exists():  # a torn leftover of an earlier attempt at this step: keep it aside, named
         aside = checkpoints / f"checkpoint-{step}.torn"
         shutil.rmtree(aside, ignore_errors=True)
         target.rename(aside)
     staged.rename(target)
-    _fsync_dir(checkpoints)
+    fsync_dir(checkpoints)
     return target
 
 
@@ -109,51 +109,7 @@ def verify(folder: Path) -> tuple[dict[str, Any], str | None]:
     except (ValueError, KeyError, TypeError):
         return {}, f"{MANIFEST} is empty or truncated"
     for name, expected in files.items():
-        problem = _check_file(folder / name, name, expected)
+        problem = check_file(folder / name, name, expected)
         if problem:
             return manifest, problem
     return manifest, None
-
-
-def _check_file(path: Path, name: str, expected: dict[str, Any]) -> str | None:
-    if not path.is_file():
-        return f"{name} is missing"
-    size = path.stat().st_size
-    if size != expected["bytes"]:
-        state = "empty" if size == 0 else f"truncated or changed ({size} of {expected['bytes']} bytes)"
-        return f"{name} is {state}"
-    if _sha256(path) != expected["sha256"]:
-        return f"{name} does not match its checksum"
-    return None
-
-
-def _describe(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_tree(root: Path) -> None:
-    """Data first, then the folders that name it: after a power cut the rename can't point at nothing."""
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-    for folder in sorted({p.parent for p in root.rglob("*")} | {root}):
-        _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # Windows can't open a folder for fsync; NTFS journals the rename itself
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -3,8 +3,8 @@
 chat, eval, serve and export all open runs here, so they agree on one rule for which base model
 an adapter belongs to (`base_model_for`). The base is named twice in a results folder:
 `tuneforge.yaml` holds what the user typed (`model.name`), and peft's `adapter_config.json`
-holds the path that was actually loaded. Both must point at the same model, or the adapter's
-weights would be added to the wrong matrices.
+holds a name that works on other machines too (a preset's Hub id, a local folder's name). Both
+must point at the same model, or the adapter's weights would be added to the wrong matrices.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class TrainedRun:
         return int(self.config.get("train", {}).get("max_seq_length", 512))
 
 
-def open_run(folder: Path, model_override: str | None = None) -> TrainedRun:
+def open_run(folder: Path, model_override: str | None = None, checksums: bool = True) -> TrainedRun:
     """Every check that needs no model weights: the folder, its files, the base model's identity."""
     from tuneforge.runs.resume import run_status
 
@@ -47,6 +47,7 @@ def open_run(folder: Path, model_override: str | None = None) -> TrainedRun:
             f"The run in '{folder}' has not finished, so it has no adapter yet. Run the same `tuneforge train` "
             "command again to resume it; it continues from its newest checkpoint."
         )
+    check_folder(folder, checksums)
     if missing:
         raise UserError(
             f"'{folder}' is not a tuneforge results folder: {', '.join(missing)} missing. "
@@ -57,6 +58,65 @@ def open_run(folder: Path, model_override: str | None = None) -> TrainedRun:
     metrics = folder / "metrics.json"
     training = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
     return TrainedRun(folder, source, config, training)
+
+
+def check_folder(folder: Path, checksums: bool = True) -> None:
+    """The one integrity check readers run before loading anything from a results folder.
+
+    With a manifest (every run since it was added): each listed file's size, and its SHA-256
+    unless `checksums` is off. Without one (older runs, adapters made elsewhere): the files a
+    reader parses must parse. Damage is a UserError naming the file and the way back (repair.py).
+    """
+    from tuneforge.runs.manifest import RESULTS_MANIFEST, problems, read_results_manifest
+    from tuneforge.runs.repair import damaged
+
+    try:
+        manifest = read_results_manifest(folder)
+    except ValueError as exc:
+        raise damaged(folder, {RESULTS_MANIFEST: str(exc)}, None) from None
+    if manifest is None:
+        found = _unreadable_files(folder)
+    else:
+        found = problems(folder, manifest, checksums)
+    if found:
+        raise damaged(folder, found, manifest)
+
+
+def _unreadable_files(folder: Path) -> dict[str, str]:
+    """No manifest to compare with: each file a reader needs must at least parse."""
+    import yaml
+
+    found: dict[str, str] = {}
+    for name in ("adapter_config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            try:
+                json.loads((folder / name).read_text(encoding="utf-8"))
+            except (ValueError, OSError) as exc:
+                found[name] = f"{name} is not valid JSON ({type(exc).__name__})"
+    if (folder / "tuneforge.yaml").is_file():
+        try:
+            yaml.safe_load((folder / "tuneforge.yaml").read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, ValueError):
+            found["tuneforge.yaml"] = "tuneforge.yaml is not valid YAML"
+    weights = folder / "adapter_model.safetensors"
+    if weights.is_file() and not _safetensors_readable(weights):
+        found["adapter_model.safetensors"] = "adapter_model.safetensors has no readable safetensors header"
+    if (folder / "tokenizer_config.json").is_file() and not any(
+        (folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")
+    ):
+        found["tokenizer.json"] = "tokenizer.json is missing (tokenizer_config.json has no vocabulary without it)"
+    return found
+
+
+def _safetensors_readable(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception:  # noqa: BLE001 - SafetensorError, OSError, ...: any of them means the header can't be read
+        return False
+    return True
 
 
 def read_run_config(folder: Path) -> dict[str, Any]:
@@ -77,15 +137,17 @@ def base_model_for(folder: Path, run_config: dict[str, Any], override: str | Non
     """The one rule for an adapter's base model.
 
     Without --model: what tuneforge.yaml names, else what adapter_config.json recorded; when both
-    are there they must agree. With --model: it must be the recorded base, unless that base is
-    nowhere to be found here (a moved folder): then peft still checks every tensor's shape.
+    are there they must agree. adapter_config.json holds a portable name (models.loading:
+    portable_name): a preset's Hub id, which maps back to the preset here, offline, or a local
+    folder's name. With --model: it must be the recorded base, unless that base is nowhere to be
+    found here (a copied run): then peft still checks every tensor's shape.
     """
     named = str((run_config.get("model") or {}).get("name") or "")
     peft_base = str(_adapter_config(folder).get("base_model_name_or_path") or "")
     if override is None:
         if not (named or peft_base):
             raise UserError(f"Nothing in '{folder}' says which base model it was trained on. Name it with --model.")
-        source = resolve_model(named or peft_base)
+        source = _recorded_source(folder, named or peft_base, peft_base)
         if named and peft_base and not same_model(peft_base, source):
             raise UserError(
                 f"The base model from tuneforge.yaml (model.name: {named}) does not match the adapter's: "
@@ -104,12 +166,38 @@ def base_model_for(folder: Path, run_config: dict[str, Any], override: str | Non
     )
 
 
+def _recorded_source(folder: Path, recorded: str, peft_base: str) -> ModelSource:
+    """The recorded base as a source here: a preset's Hub id is the preset; a local folder must exist."""
+    from tuneforge.presets import preset_for_hub_id
+
+    preset = preset_for_hub_id(recorded)
+    if preset is not None:
+        return resolve_model(preset.name)  # the embedded copy, offline; not a download of the same weights
+    if _local_name(recorded) and not Path(recorded).expanduser().exists():
+        folder_name = Path(peft_base or recorded).name
+        raise UserError(
+            f"The adapter in '{folder}' was trained on a local model folder, '{recorded}', which is not on this "
+            f"machine (adapter_config.json names it '{folder_name}'). Copy that model folder here and pass its "
+            f"path with --model, e.g. --model path/to/{folder_name}."
+        )
+    return resolve_model(recorded)
+
+
 def same_model(recorded: str, source: ModelSource) -> bool:
-    """A preset matches by name (its cache folder may have moved); a folder by its real path; a hub id as typed."""
+    """Does a recorded name point at `source`?
+
+    A preset matches by name, by its Hub id, or by its cache folder's name (runs before portable
+    names recorded the cache path); a local folder by its real path, or by its folder name when
+    that is all adapter_config.json holds; a Hub id as typed.
+    """
+    from tuneforge.presets import MODEL_PRESETS
+
     if recorded == source.name:
         return True
     if source.kind == "preset":
-        return Path(recorded).name == source.name
+        return recorded == MODEL_PRESETS[source.name].hub_id or Path(recorded).name == source.name
+    if source.kind == "local" and "/" not in recorded and not Path(recorded).exists():
+        return Path(source.path).expanduser().resolve().name == recorded
     return _real(recorded) == _real(source.path)
 
 
@@ -157,6 +245,13 @@ def _findable(name: str) -> bool:
 
     hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     return name in MODEL_PRESETS or Path(name).expanduser().exists() or hub_id
+
+
+def _local_name(name: str) -> bool:
+    """A recorded name that can only be a local folder: a path, or a bare folder name (no org/ part)."""
+    from tuneforge.presets import MODEL_PRESETS
+
+    return name not in MODEL_PRESETS and (name.startswith((".", "/", "~")) or name.count("/") != 1)
 
 
 def _real(name: str) -> str:

@@ -26,20 +26,26 @@ class AdapterSpec:
     path: Path
 
 
-def parse_adapter_specs(values: list[str]) -> list[AdapterSpec]:
-    """'results' or 'medical=runs/medical'; the name defaults to the folder's name."""
+def parse_adapter_specs(values: list[str], checksums: bool = True) -> list[AdapterSpec]:
+    """'results' or 'medical=runs/medical'; the name defaults to the folder's name.
+
+    Every adapter's folder is checked whole first (runs/folder.py: check_folder): a damaged one
+    stops the server before it starts, naming it, never a server quietly missing an adapter.
+    """
     specs: list[AdapterSpec] = []
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not _NAME.match(name):
             name, path = Path(value).expanduser().resolve().name, value
         spec = AdapterSpec(name, Path(path).expanduser())
-        _check_adapter(spec, {s.name for s in specs})
+        _check_adapter(spec, {s.name for s in specs}, checksums)
         specs.append(spec)
     return specs
 
 
-def _check_adapter(spec: AdapterSpec, taken: set[str]) -> None:
+def _check_adapter(spec: AdapterSpec, taken: set[str], checksums: bool) -> None:
+    from tuneforge.runs.folder import check_folder
+
     where = f"--adapter {spec.name}={spec.path}"
     if not _NAME.match(spec.name):
         raise UserError(
@@ -48,6 +54,8 @@ def _check_adapter(spec: AdapterSpec, taken: set[str]) -> None:
     if spec.name == BASE or spec.name in taken:
         why = "is reserved for the base model" if spec.name == BASE else "is used twice"
         raise UserError(f"The adapter name '{spec.name}' {why}. Pick another with --adapter NAME=FOLDER.")
+    if spec.path.is_dir():
+        check_folder(spec.path, checksums)
     if not (spec.path / "adapter_config.json").is_file():
         raise UserError(
             f"'{spec.path}' ({where}) is not a results folder: it has no adapter_config.json. "
