@@ -100,7 +100,7 @@ def test_heldout_loss_scores_answer_tokens_only(tiny_model_dir):
     assert both.perplexity == pytest.approx(math.exp(both.loss))
 
 
-def test_batched_generation_equals_one_at_a_time(tiny_results):
+def test_batched_generation_equals_one_at_a_time(tiny_results, tiny_model_dir):
     """Left padding must not change a greedy answer; lengths and stops must agree with the text."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,9 +109,7 @@ def test_batched_generation_equals_one_at_a_time(tiny_results):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_results)
     tokenizer.padding_side = "right"  # as training pads; generation needs left padding and must put this back
-    base = AutoModelForCausalLM.from_pretrained(
-        json.loads((tiny_results / "adapter_config.json").read_text())["base_model_name_or_path"]
-    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # adapter_config.json names only its folder name
     model = PeftModel.from_pretrained(base, tiny_results).eval()
     conversations = [
         json.loads(line)["messages"] for line in (tiny_results / "eval_set.jsonl").read_text().splitlines()[:6]

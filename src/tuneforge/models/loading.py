@@ -53,6 +53,20 @@ def resolve_model(name: str) -> ModelSource:
     return ModelSource(name, name, "hub", f"Hugging Face model {name} (needs internet the first time)")
 
 
+def portable_name(source: ModelSource) -> str:
+    """The base model's name as another machine finds it: a preset's Hub id, a Hub id, a local folder's name.
+
+    adapter_config.json records this, not the path loaded here (a cache folder under this user's
+    home), so plain peft finds the base on the Hub; a local folder can only be named, and the
+    model card says to pass its path. tuneforge.yaml keeps what was typed and loaded here.
+    """
+    if source.kind == "preset":
+        return MODEL_PRESETS[source.name].hub_id or source.name
+    if source.kind == "local":
+        return Path(source.path).expanduser().resolve().name
+    return source.name
+
+
 def ensure_preset_cached(name: str, log=print) -> Path:
     """Convert the embedded GGUF to a safetensors folder once; atomic, so a crash leaves no half copy."""
     target = cache_root() / "models" / name

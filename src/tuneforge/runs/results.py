@@ -54,12 +54,35 @@ def plot_loss(path: Path, history: list[dict[str, float]], eval_points: dict[str
     plt.close(fig)
 
 
-def write_model_card(folder: Path, resolved: Any, data_source: str, licences: list[str], metrics: dict[str, Any],
+def write_portable_base(folder: Path, source: Any) -> None:
+    """adapter_config.json names the base as other machines find it (a preset's Hub id), not this cache path.
+
+    peft's save_pretrained records the folder it loaded, a path under this user's home; plain peft
+    on another machine, and the Hub, could not find the base from that. tuneforge.yaml keeps the
+    name as typed; runs/folder.py: base_model_for maps a preset's Hub id back to the preset offline.
+    """
+    from tuneforge.models.loading import portable_name
+
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = portable_name(source)
+    write_json(path, config)
+
+
+def write_model_card(folder: Path, resolved: Any, source: Any, metrics: dict[str, Any],
                      quick_table: str = "") -> None:  # fmt: skip
-    """`quick_table`: the before/after table as Markdown, drawn by the evaluation layer above this one."""
+    """README.md: Hub metadata (the adapter's base, licence, data), the run's figures, how to load it.
+
+    `source` is the base's models.loading.ModelSource; `quick_table` the before/after table as
+    Markdown, drawn by the evaluation layer above this one. No local path goes in.
+    """
+    from tuneforge.runs import hub_card
+
     cfg = resolved.config
+    base = hub_card.base_facts(source)
+    data = hub_card.data_facts(cfg.model_dump(mode="json"))
     rows = [
-        ("base model", cfg.model.name), ("data", data_source),
+        ("base model", base.shown), ("data", data.shown),
         ("LoRA", f"r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={cfg.lora.target_modules}"),
         ("steps", f"{metrics['steps']} x micro-batch {metrics.get('micro_batch', cfg.train.batch_size)} x accumulation "
                   f"{metrics.get('grad_accum', cfg.train.grad_accum)}"),
@@ -74,26 +97,54 @@ def write_model_card(folder: Path, resolved: Any, data_source: str, licences: li
     quick = metrics.get("quick_eval")
     if quick and quick_table:
         table += f"\n\n### Before/after on {quick['examples']} held-out questions (greedy)\n\n{quick_table}"
-    text = f"""# LoRA adapter made with tuneforge
+    note = base.note
+    if not base.hub_id:
+        note += f" adapter_config.json records only that name: pass the folder's path (`--model path/to/{base.name}`)."
+    note = f"\n> {note.strip()}\n" if note else ""
+    body = f"""# LoRA adapter for {base.name}, made with tuneforge
 
 | | |
 |---|---|
 {table}
+{note}
+{adapter_usage(folder.name, base)}
+{hub_card.licence_section(base, data)}"""
+    fields = hub_card.metadata(base, data, "adapter", "peft", ["lora", "sft", "peft"])
+    (folder / "README.md").write_text(hub_card.render(fields, body), encoding="utf-8")
 
-## Use it
+
+def adapter_usage(where: str, base: Any, repo: str | None = None) -> str:
+    """The card's "Use it" section: from this folder, or (after `tuneforge push`) from its Hub repo."""
+    location = repo or where
+    fetch = f"hf download {repo} --local-dir {where}\n" if repo else ""
+    model = "" if base.hub_id else f" --model path/to/{base.name}"  # a local base: only its name travels
+    if base.hub_id:
+        python = f"""from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+
+# peft reads the base model ({base.hub_id}) from adapter_config.json and fetches it from the Hub.
+model = AutoPeftModelForCausalLM.from_pretrained("{location}")
+tokenizer = AutoTokenizer.from_pretrained("{location}")"""
+    else:
+        python = f"""from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("path/to/{base.name}")  # a local folder: only its name travels
+model = PeftModel.from_pretrained(base, "{location}")
+tokenizer = AutoTokenizer.from_pretrained("{location}")"""
+    return f"""## Use it
+
+With tuneforge (offline for its presets):
 
 ```bash
-tuneforge chat --adapter {folder} "Please tell me about Bursitis."
+{fetch}tuneforge chat --adapter {where}{model} "Please tell me about Bursitis."
+tuneforge serve --adapter {where}{model}
+tuneforge export --adapter {where}{model} --format gguf --ollama my-model
 ```
+
+With peft and transformers:
 
 ```python
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
-base = AutoModelForCausalLM.from_pretrained("<base model folder or id>")
-model = PeftModel.from_pretrained(base, "{folder}")
+{python}
 ```
-
-## Licences
-{chr(10).join(f"- {line}" for line in licences if line)}
 """
-    (folder / "README.md").write_text(text, encoding="utf-8")
