@@ -172,3 +172,19 @@ def test_a_copied_run_opens_on_another_machine_with_chat_eval_serve_and_export(c
     card = (Path("exported") / "README.md").read_text()
     assert ModelCard(card).data.library_name == "transformers"
     assert_no_local_path(card, run, base)
+
+
+def test_the_local_path_check_has_teeth():
+    from tuneforge.runs.hub_card import local_paths
+
+    text = "see /home/me/.cache/tuneforge/models/x, ~/runs/a and C:\\Users\\me\\model"
+    assert local_paths(text) == ["/home/me/.cache/tuneforge/models/x,", "~/runs/a", "C:\\Users\\me\\model"]
+    assert local_paths('from_pretrained("results") https://huggingface.co/datasets/org/x hf.co/me/tiny') == []
+
+
+def test_a_hub_dataset_is_named_in_the_cards_datasets():
+    from tuneforge.runs.hub_card import data_facts
+
+    assert data_facts({"data": {"dataset": "org/some-data"}}).hub_ids == ["org/some-data"]
+    local = data_facts({"data": {"dataset": "/home/me/private/notes.jsonl"}})
+    assert (local.hub_ids, local.shown) == ([], "local data `notes.jsonl` (not published)")
