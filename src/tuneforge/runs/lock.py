@@ -35,8 +35,13 @@ HELD_ENV = "TUNEFORGE_LOCK_HELD"  # the locked folder, set by the `--nproc` pare
 WINDOWS_LOCK_OFFSET = 1 << 20  # Windows byte locks are mandatory: lock a byte past the holder's record
 
 
+def absolute(folder: Path) -> Path:
+    """The one spelling of a folder that the lock, its file and HELD_ENV all agree on."""
+    return Path(folder).expanduser().absolute()
+
+
 def lock_path(folder: Path) -> Path:
-    folder = Path(folder).expanduser().absolute()
+    folder = absolute(folder)
     return folder.parent / f".{folder.name}.tuneforge.lock"
 
 
@@ -63,7 +68,7 @@ class FolderLock:
 
 def acquire(folder: Path, what: str = "results folder", fix: str = "") -> FolderLock:
     """Take the folder's lock or raise a UserError that names the process holding it."""
-    folder = Path(folder).expanduser().absolute()
+    folder = absolute(folder)
     path = lock_path(folder)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +93,7 @@ def acquire(folder: Path, what: str = "results folder", fix: str = "") -> Folder
 @contextmanager
 def holding(folder: Path, what: str = "results folder", fix: str = "") -> Iterator[FolderLock | None]:
     """`with holding(out):` the lock for the block, unless our `--nproc` parent holds it."""
-    if os.environ.get(HELD_ENV) == str(Path(folder).expanduser().absolute()):
+    if os.environ.get(HELD_ENV) == str(absolute(folder)):
         yield None
         return
     lock = acquire(folder, what, fix)
