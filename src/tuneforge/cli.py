@@ -55,6 +55,7 @@ TemplateOpt = Annotated[Optional[str], _opt("data.template", "--template")]
 ValSizeOpt = Annotated[Optional[float], _opt("data.val_size", "--val-size")]
 DropLongOpt = Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")]
 MaxSeqLengthOpt = Annotated[Optional[int], _opt("train.max_seq_length", "--max-seq-length")]
+MethodOpt = Annotated[Optional[str], _opt("train.method", "--method")]
 
 
 def _guard(fn: Callable[[], Any], debug: bool) -> None:
@@ -96,6 +97,7 @@ def _guard(fn: Callable[[], Any], debug: bool) -> None:
 
 @app.command()
 def train(
+    method: MethodOpt = None,
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     data_format: DataFormatOpt = None,
@@ -177,7 +179,7 @@ def train(
 ) -> None:
     """LoRA-tune a model (default: SmolLM2-135M on medical terms, fully offline)."""
     cli_values = {
-        "model.name": model, "data.dataset": dataset, "train.output_dir": output_dir,
+        "train.method": method, "model.name": model, "data.dataset": dataset, "train.output_dir": output_dir,
         "train.batch_size": batch_size, "train.grad_accum": grad_accum, "train.max_steps": max_steps,
         "train.max_seq_length": max_seq_length, "train.learning_rate": learning_rate,
         "lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout, "train.seed": seed,
@@ -434,6 +436,7 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("check")
 def data_check(
+    method: MethodOpt = None,
     dataset: DatasetOpt = None,
     data_format: DataFormatOpt = None,
     data_map: DataMapOpt = None,
@@ -450,7 +453,7 @@ def data_check(
     debug: Debug = False,
 ) -> None:
     """Report format, counts, token lengths, the split and one rendered example; loads only the tokenizer."""
-    cli_values = {"data.dataset": dataset, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
+    cli_values = {"train.method": method, "data.dataset": dataset, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
                   "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long,
                   "model.name": model, "train.max_seq_length": max_seq_length}  # fmt: skip
 

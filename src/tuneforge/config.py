@@ -98,6 +98,11 @@ class LoraSection(Section):
 
 
 class TrainSection(Section):
+    method: Literal["sft", "pretrain", "dpo", "orpo", "kto"] = Field(
+        "sft",
+        description="Training method: sft (questions and answers), pretrain (continued pre-training on raw text), "
+        "dpo, orpo or kto (preferences: chosen over rejected answers).",
+    )
     output_dir: Path = Field(Path("results"), description="Folder for the adapter, logs and figures.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where to train: auto picks CUDA, then Apple MPS, then the CPU."

@@ -65,11 +65,11 @@ class Fitted:
     step_downs: list[dict[str, Any]]
 
 
-def run_recipe(resolved: ResolvedConfig, flags: ResumeFlags | None = None, method: str = "sft") -> dict[str, Any]:
+def run_recipe(resolved: ResolvedConfig, flags: ResumeFlags | None = None) -> dict[str, Any]:
     from tuneforge.recipe.distributed import results_folder_lock
 
     with results_folder_lock(resolved.config.train.output_dir):  # one writer per folder, before anything loads
-        setup = prepare(resolved, flags or ResumeFlags(), method_for(method))
+        setup = prepare(resolved, flags or ResumeFlags(), method_for(resolved.config.train.method))
         try:
             fitted = fit(setup)
             return save(setup, fitted)

@@ -32,5 +32,8 @@ def method_for(name: str) -> Method:
 
     methods = {"sft": sft.METHOD}
     if name not in methods:
-        raise UserError(f"Training method '{name}' is not one of {', '.join(methods)}. Choose one of those.")
+        raise UserError(
+            f"Training method '{name}' (--method) is not built into this version of tuneforge yet. "
+            f"Choose one of: {', '.join(methods)}."
+        )
     return methods[name]
