@@ -47,5 +47,5 @@ def test_file_map_names_every_file():
 def test_the_readme_stays_a_short_guide():
     """The design and the file map live in docs/; the README is what a user does."""
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    assert len(lines) <= 260, len(lines)
+    assert len(lines) <= 330, len(lines)  # room for one short section per feature; details go to docs/
     assert "docs/ARCHITECTURE.md" in "\n".join(lines)
