@@ -143,6 +143,11 @@ class TrainSection(Section):
         description="How several processes (--nproc) share the work: ddp copies the model to each GPU; "
         "fsdp and deepspeed-zero2/3 shard it when it does not fit on one (configs/ holds their settings).",
     )
+    report_to: Literal["none", "tensorboard", "trackio", "mlflow", "wandb"] = Field(
+        "none",
+        description="Experiment tracker that gets the logged losses, offline, under <output-dir>/tracking: "
+        "tensorboard, trackio, mlflow, wandb (offline mode) or none.",
+    )
 
     @field_validator("learning_rate")
     @classmethod

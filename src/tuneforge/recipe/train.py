@@ -83,12 +83,14 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     from tuneforge.machine.devices import check_four_bit, pick_device, pick_precision, prepare_environment
     from tuneforge.models.loading import resolve_model
     from tuneforge.recipe.distributed import output_for_rank, setup_rank
+    from tuneforge.recipe.tracking import check_tracker
     from tuneforge.runs.resume import run_settings
 
     cfg = resolved.config
     device = pick_device(cfg.train.device, resolved.hardware)
     precision = pick_precision(cfg.train.precision, device)
     check_four_bit(cfg.model.load_in_4bit, device)
+    check_tracker(cfg.train.report_to)
     prepare_environment(device)
     setup_rank(device)
     source = resolve_model(cfg.model.name)
@@ -176,6 +178,7 @@ def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
 
 def log_setup(setup: Setup) -> None:
     from tuneforge.recipe.distributed import describe_processes
+    from tuneforge.recipe.tracking import where_it_logs
 
     log, resolved = setup.log, setup.resolved
     log.section("tuneforge train")
@@ -190,6 +193,8 @@ def log_setup(setup: Setup) -> None:
     if setup.method.name != resolved.config.train.method:
         log.info(f"method: {setup.method.name}, chosen because the data is raw text (continued pre-training: "
                  "every token trained); --method sft trains it as plain examples instead")  # fmt: skip
+    if (tracked := where_it_logs(resolved.config.train.report_to, setup.out)) is not None:
+        log.info(tracked)
     if setup.data.licence:
         log.info(f"data licence: {setup.data.licence}")
     for note in setup.start.notes:

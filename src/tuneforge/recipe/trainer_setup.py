@@ -33,6 +33,8 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
     """SFTConfig from the frozen config; `shape` is the batch actually run (smaller after an out-of-memory step-down)."""
     from trl import SFTConfig
 
+    from tuneforge.recipe.tracking import report_targets
+
     t = cfg.train
     shape = shape or BatchShape(t.batch_size, t.grad_accum)
     return SFTConfig(
@@ -59,7 +61,7 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
         padding_free=t.padding_free,  # TRL flattens the batch and passes position_ids; sdpa masks per example
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to=report_targets(t.report_to, checkpoint_dir.parent),  # none by default; offline folders
         disable_tqdm=True,  # our rich bar replaces tqdm
         dataloader_num_workers=0,
         eval_strategy="no",  # held-out loss is measured before and after, not mid-run
