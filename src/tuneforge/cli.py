@@ -56,6 +56,7 @@ ValSizeOpt = Annotated[Optional[float], _opt("data.val_size", "--val-size")]
 DropLongOpt = Annotated[Optional[bool], _opt("data.drop_long", "--drop-long")]
 MaxSeqLengthOpt = Annotated[Optional[int], _opt("train.max_seq_length", "--max-seq-length")]
 MethodOpt = Annotated[Optional[str], _opt("train.method", "--method")]
+ReportToOpt = Annotated[Optional[str], _opt("train.report_to", "--report-to")]
 
 
 def _guard(fn: Callable[[], Any], debug: bool) -> None:
@@ -153,6 +154,7 @@ def train(
     ] = False,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the before/after check at the end.")] = False,
     strategy: Annotated[Optional[str], _opt("train.strategy", "--strategy")] = None,
+    report_to: ReportToOpt = None,
     nproc: Annotated[
         Optional[str],
         typer.Option(
@@ -188,6 +190,7 @@ def train(
     if no_eval:
         cli_values["train.eval_examples"] = 0
     cli_values["train.strategy"] = strategy
+    cli_values["train.report_to"] = report_to
     cli_values.update({"train.padding_free": packing, "train.group_by_length": group_by_length,
                        "model.load_in_4bit": load_in_4bit, "train.save_steps": save_steps,
                        "train.save_total_limit": save_total_limit})  # fmt: skip

@@ -50,7 +50,12 @@ class DataSection(Section):
     eval_fraction: float = Field(
         0.02, gt=0, lt=1, description="Share of examples held out for evaluation (never trained on)."
     )
-    eval_min: int = Field(200, ge=1, description="Hold out at least this many examples.")
+    eval_min: int = Field(
+        200,
+        ge=1,
+        description="Hold out at least this many examples, but never more than 10% of the rows; "
+        "below 50 rows nothing is held out unless --val-size asks.",
+    )
     format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "llama2-text"] = Field(
         "auto", description="Data format; auto detects it from the first row's fields."
     )
@@ -142,6 +147,11 @@ class TrainSection(Section):
         "ddp",
         description="How several processes (--nproc) share the work: ddp copies the model to each GPU; "
         "fsdp and deepspeed-zero2/3 shard it when it does not fit on one (configs/ holds their settings).",
+    )
+    report_to: Literal["none", "tensorboard", "trackio", "mlflow", "wandb"] = Field(
+        "none",
+        description="Experiment tracker that gets the logged losses, offline, under <output-dir>/tracking: "
+        "tensorboard, trackio, mlflow, wandb (offline mode) or none.",
     )
 
     @field_validator("learning_rate")

@@ -45,6 +45,8 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
 def common_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkpoint_dir: Path,
                      shape: BatchShape | None = None) -> dict[str, Any]:  # fmt: skip
     """The TrainingArguments every method shares: batch, schedule, checkpoints, precision, logging."""
+    from tuneforge.recipe.tracking import report_targets
+
     t = cfg.train
     shape = shape or BatchShape(t.batch_size, t.grad_accum)
     return dict(
@@ -68,7 +70,7 @@ def common_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkpoi
         use_cpu=device == "cpu",
         gradient_checkpointing=t.gradient_checkpointing,
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to=report_targets(t.report_to, checkpoint_dir.parent),  # none by default; offline folders
         disable_tqdm=True,  # our rich bar replaces tqdm
         dataloader_num_workers=0,
         eval_strategy="no",  # held-out figures are measured before and after, not mid-run
