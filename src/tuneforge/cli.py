@@ -47,7 +47,7 @@ def _opt(key: str, *names: str) -> Any:
 
 # Flags shared by `train` and `data check`: declared once, so their help and names never drift.
 ModelOpt = Annotated[Optional[str], _opt("model.name", "--model")]
-DatasetOpt = Annotated[Optional[str], _opt("data.dataset", "--dataset")]
+DatasetOpt = Annotated[Optional[list[str]], _opt("data.dataset", "--dataset")]
 DataFormatOpt = Annotated[Optional[str], _opt("data.format", "--data-format")]
 DataMapOpt = Annotated[Optional[str], _opt("data.map", "--data-map")]
 DatasetSplitOpt = Annotated[Optional[str], _opt("data.split", "--dataset-split")]
@@ -181,7 +181,7 @@ def train(
 ) -> None:
     """LoRA-tune a model (default: SmolLM2-135M on medical terms, fully offline)."""
     cli_values = {
-        "train.method": method, "model.name": model, "data.dataset": dataset, "train.output_dir": output_dir,
+        "train.method": method, "model.name": model, "data.dataset": dataset or None, "train.output_dir": output_dir,
         "train.batch_size": batch_size, "train.grad_accum": grad_accum, "train.max_steps": max_steps,
         "train.max_seq_length": max_seq_length, "train.learning_rate": learning_rate,
         "lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout, "train.seed": seed,
@@ -456,7 +456,7 @@ def data_check(
     debug: Debug = False,
 ) -> None:
     """Report format, counts, token lengths, the split and one rendered example; loads only the tokenizer."""
-    cli_values = {"train.method": method, "data.dataset": dataset, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
+    cli_values = {"train.method": method, "data.dataset": dataset or None, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
                   "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long,
                   "model.name": model, "train.max_seq_length": max_seq_length}  # fmt: skip
 
