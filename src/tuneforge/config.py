@@ -45,7 +45,12 @@ class DataSection(Section):
     eval_fraction: float = Field(
         0.02, gt=0, lt=1, description="Share of examples held out for evaluation (never trained on)."
     )
-    eval_min: int = Field(200, ge=1, description="Hold out at least this many examples.")
+    eval_min: int = Field(
+        200,
+        ge=1,
+        description="Hold out at least this many examples, but never more than 10% of the rows; "
+        "below 50 rows nothing is held out unless --val-size asks.",
+    )
     format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "llama2-text"] = Field(
         "auto", description="Data format; auto detects it from the first row's fields."
     )

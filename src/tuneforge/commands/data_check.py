@@ -21,19 +21,27 @@ from tuneforge.config_resolve import resolve_config
 def run_data_check(
     cli_values: dict[str, Any], config_file: Path | None = None, as_json: bool = False
 ) -> dict[str, Any]:
-    return check_data(resolve_config(cli_values, config_file).config, as_json)
+    resolved = resolve_config(cli_values, config_file)
+    return check_data(resolved.config, as_json, resolved.sources["train.method"])
 
 
-def check_data(cfg, as_json: bool = False) -> dict[str, Any]:
+def check_data(cfg, as_json: bool = False, method_source: str = "default") -> dict[str, Any]:
     """The report for a resolved config; `train --dry-run` can call this too."""
     from tuneforge.data import load_conversations
+    from tuneforge.data.blocks import encode_documents
     from tuneforge.data.split import split_heldout
     from tuneforge.models.loading import load_tokenizer, resolve_model
+    from tuneforge.recipe.methods import auto_method
 
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     train_set, held = split_heldout(data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed)
     tokenizer = load_tokenizer(resolve_model(cfg.model.name), cfg.model.trust_remote_code)
     report = build_report(tokenizer, data, (train_set, held), cfg)
+    report["method"], why = auto_method(cfg.train.method, method_source, data.format)
+    if report["method"] == "pretrain":
+        blocks = encode_documents(tokenizer, train_set, cfg.train.max_seq_length, cfg.data.template)[1]
+        report["pretrain"] = blocks.as_dict()
+        report["method_why"] = why or "--method pretrain"
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -80,7 +88,7 @@ def _split_how(data, cfg) -> str:
         return f"validation file {data.validation_source}"
     if cfg.data.val_size is not None:
         return f"--val-size {cfg.data.val_size:g}"
-    return f"eval_fraction {cfg.data.eval_fraction:g}, at least {cfg.data.eval_min}, at most half"
+    return f"eval_fraction {cfg.data.eval_fraction:g}, at least {cfg.data.eval_min}, at most 10%, none below 50 rows"
 
 
 def highlighted_example(tokenizer, messages: list[dict[str, str]], template: str | None) -> dict[str, Any]:
@@ -116,6 +124,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"({share:.1f}%), {report['over_max_length_action']}"
         ),
     ]
+    if "pretrain" in report:
+        blocks = report["pretrain"]
+        lines.append(f"method: pretrain ({report['method_why']}): {blocks['documents']} documents, {blocks['tokens']} "
+                     f"tokens, {blocks['blocks']} blocks of {blocks['block']} tokens, every token trained")  # fmt: skip
     console.print("[bold]tuneforge data check[/]")
     for line in lines:
         console.print(line, markup=False)

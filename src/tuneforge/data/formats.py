@@ -15,9 +15,10 @@ import json
 import re
 from typing import Any
 
+from tuneforge.data.parts import has_answer, read_content, train_flag
 from tuneforge.errors import UserError
 
-Conversation = list[dict[str, str]]
+Conversation = list[dict[str, Any]]
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text", "llama2-text")
 REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
             "prompt-completion": ("prompt", "completion"), "text": ("text",), "llama2-text": ("text",)}  # fmt: skip
@@ -83,7 +84,7 @@ def to_conversation(row: Any, fmt: str, where: str) -> Conversation | None:
     if conversation[0]["role"] == TEXT_ROLE:
         return conversation if conversation[0]["content"].strip() else None
     check_order(conversation, where, "messages" if fmt in ("messages", "prompt-completion") else fmt)
-    return conversation if any(t["role"] == "assistant" and t["content"].strip() for t in conversation) else None
+    return conversation if any(has_answer(t) for t in conversation) else None
 
 
 def _field(row: dict, name: str, where: str, optional: bool = False) -> Any:
@@ -96,11 +97,10 @@ def _field(row: dict, name: str, where: str, optional: bool = False) -> Any:
 
 
 def _text_of(value: Any, where: str, field: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in value):
-        return "".join(p["text"] for p in value)  # OpenAI content parts [{"type": "text", "text": ...}]
-    raise bad(where, field, f"expected text, found {json.dumps(value, default=str)[:80]}.")
+    """A field that must be text: a string, or content parts in either spelling (text or value)."""
+    if value is not None and not isinstance(value, (str, list)):
+        raise bad(where, field, f"expected text, found {json.dumps(value, default=str)[:80]}.")
+    return read_content(value, where, field).text
 
 
 def _turns(value: Any, where: str, field: str, role_key: str, content_key: str) -> Conversation:
@@ -122,10 +122,24 @@ def _turns(value: Any, where: str, field: str, role_key: str, content_key: str) 
                       "assistant (ShareGPT: system, human or gpt).")  # fmt: skip
         if content_key not in turn:
             raise bad(where, f"{name}.{content_key}", "missing. Each turn needs its text.")
-        turns.append(
-            {"role": ROLE_ALIASES[role.lower()], "content": _text_of(turn[content_key], where, f"{name}.{content_key}")}
-        )
+        turns.append(_turn(ROLE_ALIASES[role.lower()], turn, where, name, content_key))
     return turns
+
+
+def _turn(role: str, turn: dict, where: str, name: str, content_key: str) -> dict[str, Any]:
+    """{'role', 'content'} plus, when the row says so, 'train', 'untrained' ranges and 'reasoning_content'."""
+    value = turn[content_key]
+    content = read_content("" if value is None and turn.get("tool_calls") else value, where, f"{name}.{content_key}")
+    out: dict[str, Any] = {"role": role, "content": content.text}
+    flag = train_flag(turn, where, name)
+    if flag is not None:
+        out["train"] = flag
+    if content.untrained:
+        out["untrained"] = [list(span) for span in content.untrained]
+    reasoning = turn.get("reasoning_content") or content.reasoning
+    if reasoning:
+        out["reasoning_content"] = _text_of(reasoning, where, f"{name}.reasoning_content")
+    return out
 
 
 def _json_cell(value: Any, where: str, field: str) -> Any:
