@@ -200,58 +200,26 @@ def train(
     _guard(go, debug)
 
 
-def _train_values(p: dict[str, Any]) -> dict[str, Any]:
+# train's flags → config keys (the parameter name of each flag in `train` below).
+_TRAIN_KEYS = {
+    "train.method": "method", "model.name": "model", "data.dataset": "dataset", "train.output_dir": "output_dir",
+    "train.batch_size": "batch_size", "train.grad_accum": "grad_accum", "train.max_steps": "max_steps",
+    "train.max_seq_length": "max_seq_length", "train.learning_rate": "learning_rate", "lora.r": "lora_r",
+    "lora.alpha": "lora_alpha", "lora.dropout": "lora_dropout", "train.seed": "seed", "train.device": "device",
+    "train.precision": "precision", "train.eval_examples": "eval_examples", "train.strategy": "strategy",
+    "train.report_to": "report_to", "train.padding_free": "packing", "train.group_by_length": "group_by_length",
+    "model.load_in_4bit": "load_in_4bit", "train.save_steps": "save_steps",
+    "train.save_total_limit": "save_total_limit", "data.format": "data_format", "data.map": "data_map",
+    "data.split": "dataset_split", "data.template": "template", "data.val_size": "val_size",
+    "data.drop_long": "drop_long",
+}  # fmt: skip
+
+
+def _train_values(params: dict[str, Any]) -> dict[str, Any]:
     """`train`'s parsed flags as {dotted key: value}; `sweep` passes the train flags it is given through here too."""
-    method, model, dataset, output_dir, batch_size = (
-        p["method"],
-        p["model"],
-        p["dataset"],
-        p["output_dir"],
-        p["batch_size"],
-    )
-    grad_accum, max_steps, max_seq_length, learning_rate = (
-        p["grad_accum"],
-        p["max_steps"],
-        p["max_seq_length"],
-        p["learning_rate"],
-    )
-    lora_r, lora_alpha, lora_dropout, seed, device = (
-        p["lora_r"],
-        p["lora_alpha"],
-        p["lora_dropout"],
-        p["seed"],
-        p["device"],
-    )
-    precision, eval_examples, no_eval, strategy = p["precision"], p["eval_examples"], p["no_eval"], p["strategy"]
-    packing, group_by_length, load_in_4bit, save_steps = (
-        p["packing"],
-        p["group_by_length"],
-        p["load_in_4bit"],
-        p["save_steps"],
-    )
-    save_total_limit, data_format, data_map, dataset_split = (
-        p["save_total_limit"],
-        p["data_format"],
-        p["data_map"],
-        p["dataset_split"],
-    )
-    template, val_size, drop_long, report_to = p["template"], p["val_size"], p["drop_long"], p["report_to"]
-    cli_values = {
-        "train.method": method, "model.name": model, "data.dataset": dataset, "train.output_dir": output_dir,
-        "train.batch_size": batch_size, "train.grad_accum": grad_accum, "train.max_steps": max_steps,
-        "train.max_seq_length": max_seq_length, "train.learning_rate": learning_rate,
-        "lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout, "train.seed": seed,
-        "train.device": device, "train.precision": precision, "train.eval_examples": eval_examples,
-    }  # fmt: skip
-    if no_eval:
+    cli_values = {key: params[name] for key, name in _TRAIN_KEYS.items()}
+    if params["no_eval"]:
         cli_values["train.eval_examples"] = 0
-    cli_values["train.strategy"] = strategy
-    cli_values["train.report_to"] = report_to
-    cli_values.update({"train.padding_free": packing, "train.group_by_length": group_by_length,
-                       "model.load_in_4bit": load_in_4bit, "train.save_steps": save_steps,
-                       "train.save_total_limit": save_total_limit})  # fmt: skip
-    cli_values.update({"data.format": data_format, "data.map": data_map, "data.split": dataset_split,
-                       "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
     return cli_values
 
 
