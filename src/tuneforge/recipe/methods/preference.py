@@ -18,7 +18,11 @@ from tuneforge.errors import UserError
 def load(cfg: TuneforgeConfig) -> Any:
     from tuneforge.data.preference_sources import load_preferences
 
-    return load_preferences(cfg.data.dataset, cfg.data, cfg.train.method)
+    spec = cfg.data.dataset
+    if not isinstance(spec, str):
+        raise UserError(f"--method {cfg.train.method} reads one preference dataset, not a mixture ({', '.join(spec)}). "
+                        "Join the pair files into one, or name one --dataset.", field="data.dataset")  # fmt: skip
+    return load_preferences(spec, cfg.data, cfg.train.method)
 
 
 def encode(
