@@ -1,4 +1,4 @@
-"""TRL's SFTTrainer with atomic checkpoints, the MPS random state, and a learning rate that can change on resume.
+"""TRL's trainers (SFT, DPO, ORPO, KTO) with atomic checkpoints, the MPS random state, and a learning rate that can change on resume.
 
 Four Trainer methods are wrapped, each keeping the original's work and adding to it:
 - `_save_checkpoint`: the Trainer writes its usual files into a staging folder; we swap the
@@ -10,7 +10,8 @@ Four Trainer methods are wrapped, each keeping the original's work and adding to
 - `_track_num_input_tokens`: a packed (padding-free) row has no attention mask, so the Trainer
   counted tokens unequal to the pad id; SmolLM2's pad is its end-of-turn token, so every
   example's own end-of-turn tokens went uncounted (tokens/s read about 4% low).
-A subclass is the one place these hooks exist; the loop itself stays the Trainer's.
+A mixin is the one place these hooks exist, shared by every method's trainer class; the loop
+itself stays the Trainer's.
 """
 
 from __future__ import annotations
@@ -28,23 +29,29 @@ from tuneforge.runs import checkpoint_store
 MPS_RNG = "rng_state_mps.safetensors"
 
 
-class CheckpointingSFTTrainer(SFTTrainer):
-    """SFTTrainer plus the three hooks described above; nothing else differs.
+class CheckpointingMixin:
+    """The three hooks described above, put in front of any transformers Trainer; nothing else differs.
 
     Callbacks can't do these jobs: `on_save` runs after the files are written in place (too
     late to stage them), and no callback sees the checkpoint folder while it is being loaded.
     """
+
+    args: Any
+    optimizer: Any
+    lr_scheduler: Any
+    state: Any
+    accelerator: Any
 
     def __init__(self, *args: Any, keep: int, run_config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keep, self.run_config = keep, run_config
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        parent = super()._save_checkpoint  # transformers is untyped here
-        save_atomically(self, lambda: parent(model, trial))  # type: ignore[no-untyped-call]
+        parent = super()._save_checkpoint  # type: ignore[misc]  # the Trainer's, after this mixin
+        save_atomically(self, lambda: parent(model, trial))
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
-        super()._load_rng_state(checkpoint)
+        super()._load_rng_state(checkpoint)  # type: ignore[misc]
         load_mps_rng(checkpoint)
 
     def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
@@ -54,12 +61,16 @@ class CheckpointingSFTTrainer(SFTTrainer):
             real = torch.tensor(packed_real_tokens(inputs["position_ids"]), device=inputs["input_ids"].device)
             self.state.num_input_tokens_seen += int(self.accelerator.gather(real).sum().item())  # summed over ranks
             return
-        super()._track_num_input_tokens(inputs)  # type: ignore[no-untyped-call]
+        super()._track_num_input_tokens(inputs)  # type: ignore[misc]
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
+        super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
         if checkpoint is not None:
             apply_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+
+
+class CheckpointingSFTTrainer(CheckpointingMixin, SFTTrainer):
+    """SFTTrainer with the checkpoint hooks."""
 
 
 def packed_real_tokens(position_ids: Any) -> int:
