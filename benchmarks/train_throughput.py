@@ -238,7 +238,7 @@ class Meter:
         """Real tokens are the examples' own (bucket padding of a packed row is not real); else the mask's."""
         mask = batch.get("attention_mask")
         if features is not None:
-            real = sum(len(f["input_ids"]) for f in features)
+            real = sum(sum(f["attention_mask"]) if "attention_mask" in f else len(f["input_ids"]) for f in features)
         else:
             real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
         self.batches.append((real, batch["input_ids"].numel()))
