@@ -18,9 +18,10 @@ def test_loss_falls_and_results_are_complete(tiny_results):
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert metrics["tokens_per_s"] > 0 and metrics["peak_memory_mb"] > 0
     quick = metrics["quick_eval"]
-    assert quick["examples"] == 8 and set(quick["tuned"]) >= {"rougeL", "bleu", "stop_rate"}
+    # 6: at most 10% of the 64 rows are held out
+    assert quick["examples"] == 6 and set(quick["tuned"]) >= {"rougeL", "bleu", "stop_rate"}
     assert quick["diff"]["rougeL"] == pytest.approx(quick["tuned"]["rougeL"] - quick["base"]["rougeL"])
-    assert "Before/after on 8 held-out questions" in (tiny_results / "README.md").read_text()
+    assert "Before/after on 6 held-out questions" in (tiny_results / "README.md").read_text()
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tuneforge.yaml",
                  "training_args.json", "metrics.json", "loss.png", "eval_set.jsonl", "README.md"):  # fmt: skip
         assert (tiny_results / name).stat().st_size > 0, name

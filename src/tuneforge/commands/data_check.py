@@ -21,19 +21,27 @@ from tuneforge.config_resolve import resolve_config
 def run_data_check(
     cli_values: dict[str, Any], config_file: Path | None = None, as_json: bool = False
 ) -> dict[str, Any]:
-    return check_data(resolve_config(cli_values, config_file).config, as_json)
+    resolved = resolve_config(cli_values, config_file)
+    return check_data(resolved.config, as_json, resolved.sources["train.method"])
 
 
-def check_data(cfg, as_json: bool = False) -> dict[str, Any]:
+def check_data(cfg, as_json: bool = False, method_source: str = "default") -> dict[str, Any]:
     """The report for a resolved config; `train --dry-run` can call this too."""
     from tuneforge.data import load_conversations
+    from tuneforge.data.blocks import encode_documents
     from tuneforge.data.split import split_heldout
     from tuneforge.models.loading import load_tokenizer, resolve_model
+    from tuneforge.recipe.methods import auto_method
 
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     train_set, held = split_heldout(data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed)
     tokenizer = load_tokenizer(resolve_model(cfg.model.name), cfg.model.trust_remote_code)
     report = build_report(tokenizer, data, (train_set, held), cfg)
+    report["method"], why = auto_method(cfg.train.method, method_source, data.format)
+    if report["method"] == "pretrain":
+        blocks = encode_documents(tokenizer, train_set, cfg.train.max_seq_length, cfg.data.template)[1]
+        report["pretrain"] = blocks.as_dict()
+        report["method_why"] = why or "--method pretrain"
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -66,7 +74,15 @@ def build_report(tokenizer, data, split: tuple[list, list], cfg) -> dict[str, An
         "no_answer_left": stats.dropped,
         "trainable_examples": len(rows),
         "example": highlighted_example(tokenizer, train_set[0] if train_set else held[0], template),
+        "tool_example": _tool_example(tokenizer, train_set + held, template),
+        "sources": data.sources or None,
     }
+
+
+def _tool_example(tokenizer, conversations: list, template: str | None) -> dict[str, Any] | None:
+    """One conversation with a tool call, marked like the first example: the call trained, the results not."""
+    found = next((c for c in conversations if any(m.get("tool_calls") for m in c)), None)
+    return None if found is None else highlighted_example(tokenizer, found, template)
 
 
 def length_stats(lengths: list[int]) -> dict[str, int]:
@@ -80,7 +96,7 @@ def _split_how(data, cfg) -> str:
         return f"validation file {data.validation_source}"
     if cfg.data.val_size is not None:
         return f"--val-size {cfg.data.val_size:g}"
-    return f"eval_fraction {cfg.data.eval_fraction:g}, at least {cfg.data.eval_min}, at most half"
+    return f"eval_fraction {cfg.data.eval_fraction:g}, at least {cfg.data.eval_min}, at most 10%, none below 50 rows"
 
 
 def highlighted_example(tokenizer, messages: list[dict[str, str]], template: str | None) -> dict[str, Any]:
@@ -116,11 +132,23 @@ def print_report(report: dict[str, Any]) -> None:
             f"({share:.1f}%), {report['over_max_length_action']}"
         ),
     ]
+    for part in report.get("sources") or []:
+        lines.append(f"  source {part['dataset']} (weight {part['weight']:g}): {part['rows']} rows, "
+                     f"{part['examples_read']} examples, {part['examples_used']} used")  # fmt: skip
+    if "pretrain" in report:
+        blocks = report["pretrain"]
+        lines.append(f"method: pretrain ({report['method_why']}): {blocks['documents']} documents, {blocks['tokens']} "
+                     f"tokens, {blocks['blocks']} blocks of {blocks['block']} tokens, every token trained")  # fmt: skip
     console.print("[bold]tuneforge data check[/]")
     for line in lines:
         console.print(line, markup=False)
-    example = report["example"]
-    console.print(f"\none training example, rendered ({example['trained_tokens']} of {example['tokens']} tokens trained, "
+    print_example(console, "one training example", report["example"])
+    if report.get("tool_example"):
+        print_example(console, "one tool-call example", report["tool_example"])
+
+
+def print_example(console: Console, title: str, example: dict[str, Any]) -> None:
+    console.print(f"\n{title}, rendered ({example['trained_tokens']} of {example['tokens']} tokens trained, "
                   "shown in green" + ("" if console.is_terminal else " between ⟦ ⟧") + "):", markup=False)  # fmt: skip
     text = Text()
     for piece in example["pieces"]:

@@ -43,6 +43,7 @@ def run_eval(
 def _evaluate(run: Any, dataset: Path | None, limit: int | None, as_json: bool, max_new_tokens: int,
               batch_size: int, report_dir: Path) -> dict[str, Any]:  # fmt: skip
     """The eval itself, run while this process holds the report folder (two evals would mix their files)."""
+    from tuneforge.data.split import heldout_note
     from tuneforge.evaluation.compare import eval_settings, evaluate_both, format_comparison_table
     from tuneforge.evaluation.dataset import load_eval_set
     from tuneforge.evaluation.report import write_report
@@ -53,6 +54,8 @@ def _evaluate(run: Any, dataset: Path | None, limit: int | None, as_json: bool, 
     examples = load_eval_set(eval_path, limit)
     console = Console(stderr=as_json, highlight=False)  # with --json, stdout carries only the JSON
     console.print(f"Evaluating {len(examples)} examples from {eval_path}: base model, then tuned model.")
+    if examples and (note := heldout_note(len(examples))) is not None:
+        console.print(f"warning: {note}", markup=False)
     tuned_model, tokenizer = load_tuned(run)
     settings = eval_settings(max_new_tokens, batch_size, run.max_length, with_loss=True)
     with _progress(console, 2 * len(examples)) as advance:

@@ -55,4 +55,4 @@ def dry_run_data_report(resolved: ResolvedConfig, console: Console) -> None:
         return
     from tuneforge.commands.data_check import check_data
 
-    check_data(resolved.config)
+    check_data(resolved.config, method_source=resolved.sources["train.method"])

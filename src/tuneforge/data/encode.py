@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.data.chat_render import for_template
 from tuneforge.data.formats import TEXT_ROLE
+from tuneforge.data.parts import is_trained
 from tuneforge.data.templates import CHATML as CHATML_TEMPLATE
 from tuneforge.data.templates import chat_template
 from tuneforge.errors import UserError
@@ -38,43 +40,76 @@ class EncodeStats:
         return f"{share(self.truncated)} truncated to {max_length} tokens"
 
 
-def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, template: str | None = None) -> str:
-    return tokenizer.apply_chat_template(
-        messages,
-        tokenize=False,
-        add_generation_prompt=generation_prompt,
-        chat_template=chat_template(tokenizer, template),
+def render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool, template: str | None = None,
+           tools: list[Any] | None = None) -> str:  # fmt: skip
+    """The template's text for these turns; reasoning and tool calls are shaped for it first (chat_render)."""
+    text = chat_template(tokenizer, template)
+    shaped, tools_arg = for_template(messages, text, tools)
+    extra = {"tools": tools_arg} if tools_arg else {}
+    return str(
+        tokenizer.apply_chat_template(
+            shaped, tokenize=False, add_generation_prompt=generation_prompt, chat_template=text, **extra
+        )
     )
 
 
 def assistant_spans(
-    tokenizer: Any, messages: list[dict[str, str]], template: str | None = None
+    tokenizer: Any, messages: list[dict[str, Any]], template: str | None = None, tools: list[Any] | None = None
 ) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendered text and the character spans of every assistant turn in it."""
+    """The full rendered text and the character spans of every trained turn in it.
+
+    An assistant turn's span runs from after its generation prompt through its end-of-turn
+    token; another turn marked trained covers its own words. Parts marked untrained are cut out.
+    """
     if messages and messages[0]["role"] == TEXT_ROLE:
         text = messages[0]["content"] + (tokenizer.eos_token or "")
         return text, [(0, len(text))]
-    full = render(tokenizer, messages, False, template)
-    spans = []
+    full = render(tokenizer, messages, False, template, tools)
+    spans: list[tuple[int, int]] = []
     for i, turn in enumerate(messages):
-        if turn["role"] != "assistant":
+        if not is_trained(turn):
             continue
-        before = render(tokenizer, messages[:i], True, template) if i else ""
-        through = render(tokenizer, messages[: i + 1], False, template)
+        assistant = turn["role"] == "assistant"
+        before = render(tokenizer, messages[:i], assistant, template, tools) if i else ""
+        through = render(tokenizer, messages[: i + 1], False, template, tools)
         if not (full.startswith(through) and through.startswith(before)):
             raise UserError(
                 "This model's chat template rewrites earlier turns when a new one is added, so the "
                 "answer tokens can't be located. Choose another model, or a template with --template."
             )
-        spans.append((len(before), len(through)))
+        spans += _turn_spans(full, turn, len(before), len(through), assistant)
     return full, spans
 
 
+def _turn_spans(full: str, turn: dict[str, Any], start: int, end: int, assistant: bool) -> list[tuple[int, int]]:
+    """The trained characters of one turn: the whole assistant turn or the words of another, less untrained parts."""
+    content = str(turn["content"])
+    at = full.find(content, start, end) if content else -1
+    untrained = turn.get("untrained") or []
+    if at < 0 and (untrained or not assistant):
+        raise UserError(
+            "This model's chat template changes a message's words as it renders them, so the parts "
+            "marked trained or untrained can't be located. Use --template chatml, or drop the train marks."
+        )
+    spans = [(start, end)] if assistant else [(at, at + len(content))]
+    for cut_start, cut_end in untrained:
+        spans = _cut(spans, at + cut_start, at + cut_end)
+    return spans
+
+
+def _cut(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    out = []
+    for a, b in spans:
+        out += [(a, min(b, start))] if a < start else []
+        out += [(max(a, end), b)] if b > end else []
+    return [(a, b) for a, b in out if a < b]
+
+
 def encode_conversation(
-    tokenizer: Any, messages: list[dict[str, str]], max_length: int, template: str | None = None
+    tokenizer: Any, messages: list[dict[str, Any]], max_length: int, template: str | None = None
 ) -> dict[str, Any]:
-    """{'input_ids', 'labels', 'full_length'}: labels copy the ids inside assistant spans, -100 elsewhere."""
-    text, spans = assistant_spans(tokenizer, messages, template)
+    """{'input_ids', 'labels', 'full_length'}: labels copy the ids inside trained spans, -100 elsewhere."""
+    text, spans = assistant_spans(tokenizer, messages, template, getattr(messages, "tools", None))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = [
         token if any(start < end_ and end > start_ for start_, end_ in spans) else IGNORE

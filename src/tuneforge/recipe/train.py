@@ -24,7 +24,7 @@ from typing import Any
 
 from tuneforge.config_resolve import ResolvedConfig
 from tuneforge.errors import UserError
-from tuneforge.recipe.methods import Method, method_for
+from tuneforge.recipe.methods import AUTO_PRETRAIN, Method, auto_method, method_for
 from tuneforge.recipe.oom import BatchShape
 from tuneforge.runs.resume import ResumeFlags, StartPlan
 
@@ -100,7 +100,9 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     check_cache_writable(source)
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     if not data.conversations:
-        raise UserError(f"The dataset '{cfg.data.dataset}' has no usable examples. Check the file or the preset name.")
+        raise UserError(f"The dataset {cfg.data.dataset!r} has no usable examples. Check the file or the preset name.")
+    chosen, _ = auto_method(method.name, resolved.sources["train.method"], data.format)
+    method = method if chosen == method.name else method_for(chosen)
     requested = run_settings(cfg)
     out, log, start = output_for_rank(cfg.train.output_dir, flags, requested)  # only rank 0 writes files or prints
     shape = BatchShape(*start.shape) if start.shape else BatchShape(cfg.train.batch_size, cfg.train.grad_accum)
@@ -109,7 +111,7 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
 
 def fit(setup: Setup) -> Fitted:
     """Split, load, LoRA, encode; held-out loss of the base; then the trainer's loop under recovery."""
-    from tuneforge.data.split import split_heldout, write_jsonl
+    from tuneforge.data.split import heldout_note, split_heldout, write_jsonl
     from tuneforge.recipe.distributed import is_main_process, plain_copies, undo_eval_prepare
     from tuneforge.recipe.progress import ProgressCallback
     from tuneforge.recipe.recovery import train_with_recovery
@@ -124,6 +126,8 @@ def fit(setup: Setup) -> Fitted:
     if is_main_process():
         with writing_run("eval_set.jsonl", setup.out):
             write_jsonl(setup.out / "eval_set.jsonl", eval_set)
+    if (note := heldout_note(len(eval_set))) is not None:
+        log.info(f"warning: {note}")
     model, tokenizer = load_base(setup)
     rows = setup.method.encode(tokenizer, train_set, eval_set, cfg, log)
     model = add_lora(model, cfg, cfg.train.gradient_checkpointing)
@@ -196,6 +200,12 @@ def log_setup(setup: Setup) -> None:
         log.info(line)
     log.info(f"model: {setup.source.description}")
     log.info(f"data: {setup.data.source}")
+    for part in setup.data.sources:
+        log.info(f"  source {part['dataset']} (weight {part['weight']:g}): {part['rows']} rows, "
+                 f"{part['examples_read']} examples, {part['examples_used']} used")  # fmt: skip
+    if setup.method.name != resolved.config.train.method:
+        log.info(f"method: {setup.method.name}, chosen because the data is raw text (continued pre-training: "
+                 "every token trained); --method sft trains it as plain examples instead")  # fmt: skip
     if (tracked := where_it_logs(resolved.config.train.report_to, setup.out)) is not None:
         log.info(tracked)
     if setup.data.licence:
@@ -205,9 +215,17 @@ def log_setup(setup: Setup) -> None:
     for warning in setup.start.warnings:
         log.info(f"warning: {warning}")
     log.section("settings (value and where it came from)")
-    for line in resolved.describe(shape_overrides(setup.resolved, setup.shape, STEP_DOWN_SOURCE)):
+    for line in resolved.describe(run_overrides(setup, setup.shape)):
         log.info(line, show=False)
     log.info(f"(all {len(resolved.sources)} settings with their sources are in {log.path.name})")
+
+
+def run_overrides(setup: Setup, shape: BatchShape) -> dict[str, tuple[Any, str]]:
+    """Values the run used instead of the config's: the batch after a step-down, the method chosen for raw text."""
+    overrides = shape_overrides(setup.resolved, shape, STEP_DOWN_SOURCE)
+    if setup.method.name != setup.resolved.config.train.method:
+        overrides["train.method"] = (setup.method.name, AUTO_PRETRAIN)
+    return overrides
 
 
 def shape_overrides(resolved: ResolvedConfig, shape: BatchShape, source: str) -> dict[str, tuple[Any, str]]:
@@ -252,6 +270,7 @@ def collect_metrics(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     state, progress = fitted.trainer.state, fitted.progress
     return {
         "method": setup.method.name,
+        "data_sources": setup.data.sources or None,  # a mixture: what each source gave
         "steps": state.global_step,
         "device": setup.device,
         "precision": setup.precision,
@@ -295,7 +314,7 @@ def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter
         # saved tokenizer.json equals the last checkpoint's, byte for byte, so `repair` can restore it
         tokenizer.backend_tokenizer.no_padding()
     tokenizer.save_pretrained(out)
-    results.write_config(out, resolved, shape_overrides(resolved, fitted.shape, STEP_DOWN_SOURCE))
+    results.write_config(out, resolved, run_overrides(setup, fitted.shape))
     results.write_json(out / "training_args.json", json.loads(trainer.args.to_json_string()))
     results.write_json(out / "metrics.json", metrics)
     evals = {}

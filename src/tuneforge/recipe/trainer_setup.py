@@ -64,7 +64,9 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
         report_to=report_targets(t.report_to, checkpoint_dir.parent),  # none by default; offline folders
         disable_tqdm=True,  # our rich bar replaces tqdm
         dataloader_num_workers=0,
-        eval_strategy="no",  # held-out loss is measured before and after, not mid-run
+        # held-out loss before and after; mid-run only when asked (a sweep's pruner reads it)
+        eval_strategy="steps" if t.eval_steps else "no",
+        eval_steps=t.eval_steps or None,
     )
 
 

@@ -28,12 +28,22 @@ class Method:
 
 def method_for(name: str) -> Method:
     """The method table, imported only when a run starts (TRL is heavy)."""
-    from tuneforge.recipe.methods import sft
+    from tuneforge.recipe.methods import pretrain, sft
 
-    methods = {"sft": sft.METHOD}
+    methods = {"sft": sft.METHOD, "pretrain": pretrain.METHOD}
     if name not in methods:
         raise UserError(
             f"Training method '{name}' (--method) is not built into this version of tuneforge yet. "
             f"Choose one of: {', '.join(methods)}."
         )
     return methods[name]
+
+
+AUTO_PRETRAIN = "auto: the data is raw text"
+
+
+def auto_method(name: str, source: str, data_format: str) -> tuple[str, str | None]:
+    """(method, why it was chosen for the user): raw text means continued pre-training unless --method says otherwise."""
+    if source == "default" and name == "sft" and data_format == "text":
+        return "pretrain", AUTO_PRETRAIN
+    return name, None
