@@ -310,5 +310,6 @@ async function loadExports(box, run) {
   $("#model-presets").replaceChildren(...defaults.models.map((m) => el("option", { value: m })));
   $("#data-presets").replaceChildren(...defaults.datasets.map((d) => el("option", { value: d })));
   route();
+  document.body.dataset.readyMs = String(Math.round(performance.now()));  // benchmarks/studio_load.py reads it
   document.body.dataset.ready = "1";
 })();
