@@ -47,7 +47,7 @@ def _opt(key: str, *names: str) -> Any:
 
 # Flags shared by `train` and `data check`: declared once, so their help and names never drift.
 ModelOpt = Annotated[Optional[str], _opt("model.name", "--model")]
-DatasetOpt = Annotated[Optional[str], _opt("data.dataset", "--dataset")]
+DatasetOpt = Annotated[Optional[list[str]], _opt("data.dataset", "--dataset")]
 DataFormatOpt = Annotated[Optional[str], _opt("data.format", "--data-format")]
 DataMapOpt = Annotated[Optional[str], _opt("data.map", "--data-map")]
 DatasetSplitOpt = Annotated[Optional[str], _opt("data.split", "--dataset-split")]
@@ -218,6 +218,7 @@ _TRAIN_KEYS = {
 def _train_values(params: dict[str, Any]) -> dict[str, Any]:
     """`train`'s parsed flags as {dotted key: value}; `sweep` passes the train flags it is given through here too."""
     cli_values = {key: params[name] for key, name in _TRAIN_KEYS.items()}
+    cli_values["data.dataset"] = params["dataset"] or None  # repeated --dataset: a mixture; none given: unset
     if params["no_eval"]:
         cli_values["train.eval_examples"] = 0
     return cli_values
@@ -508,7 +509,7 @@ def data_check(
     debug: Debug = False,
 ) -> None:
     """Report format, counts, token lengths, the split and one rendered example; loads only the tokenizer."""
-    cli_values = {"train.method": method, "data.dataset": dataset, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
+    cli_values = {"train.method": method, "data.dataset": dataset or None, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
                   "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long,
                   "model.name": model, "train.max_seq_length": max_seq_length}  # fmt: skip
 

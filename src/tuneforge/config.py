@@ -36,11 +36,23 @@ class ModelSection(Section):
     )
 
 
+def split_weight(spec: str) -> tuple[str, float | None]:
+    """'medical-terms:0.3' -> ('medical-terms', 0.3); the one parser of a mixture weight (config and data use it)."""
+    name, colon, tail = spec.rpartition(":")
+    if not colon or not name or "/" in tail or "\\" in tail:
+        return spec, None
+    try:
+        return name, float(tail)
+    except ValueError:
+        return spec, None
+
+
 class DataSection(Section):
-    dataset: str = Field(
+    dataset: str | list[str] = Field(
         "medical-terms",
         description="Training data: a preset (medical-terms, offline; wiki-medical-terms, medical-flashcards, alpaca, online), "
-        "a .jsonl/.json/.csv/.tsv/.parquet/.txt file, a folder with train.* and validation.*, or a Hugging Face dataset id.",
+        "a .jsonl/.json/.csv/.tsv/.parquet/.txt file, a folder with train.* and validation.*, or a Hugging Face dataset id. "
+        "Repeat it to mix sources, each with an optional weight: --dataset clinic.jsonl --dataset medical-terms:0.3.",
     )
     eval_fraction: float = Field(
         0.02, gt=0, lt=1, description="Share of examples held out for evaluation (never trained on)."
@@ -71,6 +83,20 @@ class DataSection(Section):
         False, description="Drop examples longer than max_seq_length instead of truncating them (counted either way)."
     )
     split: str = Field("train", description="Split of a Hugging Face or saved dataset to train on.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _check_weights(cls, value: str | list[str]) -> str | list[str]:
+        """A mixture weight is the share of that source's rows used (0.3: 30%, 2: each row twice)."""
+        specs = [value] if isinstance(value, str) else value
+        if not specs:
+            raise ValueError("name at least one dataset")
+        for spec in specs:
+            name, weight = split_weight(spec)
+            if weight is not None and not weight > 0:
+                raise ValueError(f"the weight of '{name}' is {weight:g}; a mixture weight must be above 0 "
+                                 f"(the share of its rows used, e.g. {name}:0.3). Drop the source instead of weighting it 0")  # fmt: skip
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
 
     @field_validator("map", mode="before")
     @classmethod

@@ -96,7 +96,7 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     source = resolve_model(cfg.model.name)
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     if not data.conversations:
-        raise UserError(f"The dataset '{cfg.data.dataset}' has no usable examples. Check the file or the preset name.")
+        raise UserError(f"The dataset {cfg.data.dataset!r} has no usable examples. Check the file or the preset name.")
     chosen, _ = auto_method(method.name, resolved.sources["train.method"], data.format)
     method = method if chosen == method.name else method_for(chosen)
     requested = run_settings(cfg)
@@ -190,6 +190,9 @@ def log_setup(setup: Setup) -> None:
         log.info(line)
     log.info(f"model: {setup.source.description}")
     log.info(f"data: {setup.data.source}")
+    for part in setup.data.sources:
+        log.info(f"  source {part['dataset']} (weight {part['weight']:g}): {part['rows']} rows, "
+                 f"{part['examples_read']} examples, {part['examples_used']} used")  # fmt: skip
     if setup.method.name != resolved.config.train.method:
         log.info(f"method: {setup.method.name}, chosen because the data is raw text (continued pre-training: "
                  "every token trained); --method sft trains it as plain examples instead")  # fmt: skip
@@ -257,6 +260,7 @@ def collect_metrics(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     state, progress = fitted.trainer.state, fitted.progress
     return {
         "method": setup.method.name,
+        "data_sources": setup.data.sources or None,  # a mixture: what each source gave
         "steps": state.global_step,
         "device": setup.device,
         "precision": setup.precision,
