@@ -30,6 +30,11 @@ class ModelSection(Section):
         "smollm2-135m",
         description="Base model: a preset name (smollm2-135m, offline), a local model folder, or a Hugging Face model id.",
     )
+    adapter: Path | None = Field(
+        None,
+        description="Start from an earlier run's adapter (its results folder), e.g. SFT before DPO; "
+        "training goes on from it, and it is the reference that preference methods compare with.",
+    )
     load_in_4bit: bool = Field(False, description="Load the base model in 4-bit with bitsandbytes (QLoRA). CUDA only.")
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with a hub model. Off unless you trust its author."
@@ -311,6 +316,15 @@ def field_help(key: str) -> str:
     section, name = key.split(".")
     return SECTIONS[section].model_fields[name].description or ""
 
+
+# Defaults that depend on the method, applied where the plain default would otherwise hold (never over a
+# value the profile, a YAML file, the environment or a flag set). Here, next to the fields, so every default
+# stays in this file.
+METHOD_DEFAULTS: dict[str, dict[str, object]] = {
+    "dpo": {"data.dataset": "medical-preferences"},
+    "orpo": {"data.dataset": "medical-preferences"},
+    "kto": {"data.dataset": "medical-preferences"},
+}
 
 # Flags not named after their field ("--" + name with dashes); cli.py declares them with these names.
 FLAG_NAMES = {
