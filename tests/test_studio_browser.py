@@ -114,6 +114,9 @@ def test_upload_train_stop_resume_chat_export_in_chromium(tmp_path, tiny_model_d
             driver.get(url + "#runs")
             wait(driver, "return document.querySelector('#runs-table tr[data-run=tiny] .status.finished')")
             driver.save_screenshot(str(shots / "4-runs.png"))
+            driver.get(url + "#exports")
+            wait(driver, "return document.querySelector('#exports-out a')")
+            driver.save_screenshot(str(shots / "5-exports.png"))
             assert not console_errors(driver)
     finally:
         process.terminate()
