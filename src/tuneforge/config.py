@@ -139,6 +139,11 @@ class TrainSection(Section):
         description="Training method: sft (questions and answers), pretrain (continued pre-training on raw text), "
         "dpo, orpo or kto (preferences: chosen over rejected answers).",
     )
+    finetune: Literal["lora", "dora", "qlora"] = Field(
+        "lora",
+        description="What trains: lora (low-rank adapters), dora (LoRA split into direction and magnitude, peft's "
+        "use_dora; a little slower, often closer to full fine-tuning) or qlora (LoRA on a 4-bit base, CUDA only).",
+    )
     output_dir: Path = Field(Path("results"), description="Folder for the adapter, logs and figures.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where to train: auto picks CUDA, then Apple MPS, then the CPU."
@@ -309,6 +314,11 @@ class TuneforgeConfig(Section):
 SECTIONS: dict[str, type[Section]] = {
     name: cast("type[Section]", field.annotation) for name, field in TuneforgeConfig.model_fields.items()
 }
+
+
+def wants_four_bit(cfg: TuneforgeConfig) -> bool:
+    """The one rule for a 4-bit base: --load-in-4bit, or --finetune qlora, which means LoRA on one."""
+    return cfg.model.load_in_4bit or cfg.train.finetune == "qlora"
 
 
 def field_help(key: str) -> str:
