@@ -147,3 +147,30 @@ def test_each_method_learns_the_preference(method, tmp_path, tiny_model_dir):
         result = run_eval(out, limit=2, max_new_tokens=4)
         assert result["tuned"]["preference_accuracy"] == pytest.approx(after["accuracy"])
         assert "preference accuracy (held-out pairs)" in (out / "eval" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_interrupted_dpo_run_resumes_to_the_same_adapter(monkeypatch, tmp_path, tiny_model_dir):
+    """Exact resume holds for DPO too; a changed method is refused with the drift table."""
+    from tests.conftest import adapter_diff, stop_training_at
+    from tuneforge.commands.train import run_train
+    from tuneforge.errors import Stopped
+
+    data = preference_file(tmp_path / "prefs.jsonl", count=40)
+    run = {"train.method": "dpo", "train.max_steps": 8, "train.save_steps": 4, "lora.dropout": 0.1,
+           "train.logging_steps": 1, "data.val_size": 8}  # fmt: skip
+    reference, out = tmp_path / "reference", tmp_path / "results"
+    run_train(tiny_train_values(tiny_model_dir, data, reference, **run))
+    with monkeypatch.context() as patch:
+        stop_training_at(patch, 5)
+        with pytest.raises(Stopped):
+            run_train(tiny_train_values(tiny_model_dir, data, out, **run))
+    with pytest.raises(UserError) as changed:
+        run_train(tiny_train_values(tiny_model_dir, data, out, **{**run, "train.method": "orpo"}))
+    assert "train.method" in str(changed.value) and "dpo" in str(changed.value) and "orpo" in str(changed.value)
+    metrics = run_train(tiny_train_values(tiny_model_dir, data, out, **run))
+    assert metrics["resumed_from"] == "checkpoint-5" and adapter_diff(reference, out) <= 1e-6
+    history = [(e["step"], e["loss"]) for e in metrics["loss_history"]]
+    assert history == [
+        (e["step"], e["loss"]) for e in json.loads((reference / "metrics.json").read_text())["loss_history"]
+    ]
