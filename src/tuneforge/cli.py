@@ -309,6 +309,43 @@ def doctor(
     _guard(go, debug)
 
 
+@app.command()
+def studio(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; beyond 127.0.0.1 a --token is required.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the page (0: any free one).")] = 7860,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder holding one results folder per run.")] = Path(
+        "runs"
+    ),
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data-dir", help="The studio's own files: jobs, uploads, exports (default: <runs-dir>/.studio)."
+        ),
+    ] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            "--token",
+            help="Token for state-changing requests (default: a new one per launch; env TUNEFORGE_STUDIO_TOKEN).",
+        ),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Train, watch, compare, chat and export from a local web page (http://127.0.0.1:7860), offline."""
+
+    def go() -> None:
+        from tuneforge.commands.studio import run_studio
+
+        run_studio(host, port, runs_dir, data_dir, token, open_browser)
+
+    _guard(go, debug)
+
+
 def _later(name: str, summary: str) -> None:
     def command(ctx: typer.Context, debug: Debug = False) -> None:
         def go() -> None:
