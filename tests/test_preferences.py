@@ -78,7 +78,8 @@ def test_data_check_shows_one_pair_with_the_scored_tokens(tmp_path, tiny_model_d
     from tuneforge.commands.data_check import run_data_check
 
     data = preference_file(tmp_path / "prefs.jsonl", count=8)
-    report = run_data_check({"train.method": "kto", "data.dataset": str(data), "model.name": str(tiny_model_dir)})
+    values = {"train.method": "kto", "data.dataset": str(data), "model.name": str(tiny_model_dir), "data.val_size": 4}
+    report = run_data_check(values)
     pair = report["pair"]
     assert report["format"] == "trl" and report["split"] == {"train": 4, "held_out": 4}
     assert pair["prompt"]["text"].endswith("<|im_start|>assistant\n") and pair["chosen"]["tokens"] > 5
@@ -145,8 +146,8 @@ def test_each_method_learns_the_preference(method, tmp_path, tiny_model_dir):
         from tuneforge.commands.evaluate import run_eval
 
         result = run_eval(out, limit=2, max_new_tokens=4)
-        assert result["tuned"]["preference_accuracy"] == pytest.approx(after["accuracy"])
-        assert "preference accuracy (held-out pairs)" in (out / "eval" / "report.md").read_text()
+        assert result["preference"]["tuned"]["accuracy"] == pytest.approx(after["accuracy"])
+        assert "preference accuracy (16 held-out pairs)" in (out / "eval" / "report.md").read_text()
 
 
 @pytest.mark.slow

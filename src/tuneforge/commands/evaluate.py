@@ -86,11 +86,7 @@ def add_preference_figures(result: dict[str, Any], model: Any, tokenizer: Any, p
     tuned = score_pairs(model, rows)
     if base is None or tuned is None:
         return
-    for side, figures in (("base", base), ("tuned", tuned)):
-        result[side].update(preference_accuracy=figures["accuracy"], preference_margin=figures["margin"])
-    for key in ("preference_accuracy", "preference_margin"):
-        result["diff"][key] = result["tuned"][key] - result["base"][key]
-    result["preference_pairs"] = tuned["pairs"]
+    result["preference"] = {"base": base, "tuned": tuned, "pairs": tuned["pairs"]}
 
 
 def _check_positive(flag: str, value: int) -> None:

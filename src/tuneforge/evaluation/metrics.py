@@ -30,8 +30,6 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("exact_match", "exact match", True, 4),
     MetricInfo("answer_tokens", "answer length (tokens)", None, 1),
     MetricInfo("stop_rate", "stops by itself", True, 4),
-    MetricInfo("preference_accuracy", "preference accuracy (held-out pairs)", True, 4),
-    MetricInfo("preference_margin", "margin, log p(chosen) - log p(rejected)", True, 3),
 )
 
 
