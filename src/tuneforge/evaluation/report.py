@@ -127,8 +127,9 @@ def _base64(path: Path) -> str:
 
 def _direction(label: str, diff: str) -> str:
     """CSS class of a difference cell: 'better', 'worse' or '' (no change, or no better direction)."""
-    info = next(m for m in METRICS if m.label == label)
+    info = next((m for m in METRICS if m.label == label), None)
+    higher_is_better = True if info is None else info.higher_is_better  # preference rows: more is better
     value = float(diff)
-    if info.higher_is_better is None or value == 0:
+    if higher_is_better is None or value == 0:
         return ""
-    return "better" if (value > 0) == info.higher_is_better else "worse"
+    return "better" if (value > 0) == higher_is_better else "worse"
