@@ -140,3 +140,66 @@ def test_korean_when_the_browser_asks_and_both_languages_complete(studio):
     assert client.get("/api/i18n").json()["ko"]["stop"] == "중지"
     for asset in ("studio.js", "studio.css"):
         assert client.get(f"/static/{asset}").status_code == 200
+
+
+FAKE_TUNEFORGE = """
+import json, pathlib, sys
+kind, args = sys.argv[1], sys.argv[2:]
+if kind == "eval":
+    out = pathlib.Path(args[args.index("--adapter") + 1]) / "eval"
+    out.mkdir()
+    report = {"base": {"rougeL": 0.1}, "tuned": {"rougeL": 0.3}, "samples": [{"question": "q", "base": "b", "tuned": "t"}]}
+    (out / "metrics.json").write_text(json.dumps(report))
+elif kind == "export":
+    out = pathlib.Path(args[args.index("--out") + 1])
+    out.mkdir(parents=True)
+    (out / "done-f16.gguf").write_bytes(b"GGUF")
+    (out / "Modelfile").write_text("FROM ./done-f16.gguf")
+else:
+    print("Error: The data file 'x.jsonl' has no rows. Fix --dataset.")
+    sys.exit(2)
+"""
+
+
+def test_eval_export_and_a_failed_run_through_the_job_queue(tmp_path):
+    """The routes' plumbing with a stand-in for the `tuneforge` command (the real one runs in the browser test)."""
+    import sys
+    import time
+
+    fake = tmp_path / "fake_tuneforge.py"
+    fake.write_text(FAKE_TUNEFORGE)
+    settings = StudioSettings(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", token=TOKEN, poll_s=0.05,
+                              tuneforge=(sys.executable, str(fake)))  # fmt: skip
+    fake_run(settings.runs_dir / "done", "finished", [2, 4])
+    auth = {"X-Studio-Token": TOKEN}
+
+    def settle(client, run):
+        for _ in range(200):
+            if client.get(f"/api/runs/{run}").json()["job"] is None:
+                return
+            time.sleep(0.05)
+
+    with TestClient(create_app(settings), base_url=BASE) as client:
+        assert client.get("/api/runs/done/eval").status_code == 404
+        assert client.post("/api/runs/done/eval", json={"limit": 4}, headers=auth).status_code == 201
+        settle(client, "done")
+        report = client.get("/api/runs/done/eval").json()
+        assert report["tuned"]["rougeL"] == 0.3 and report["samples"][0]["tuned"] == "t"
+        assert (
+            client.post("/api/runs/done/export", json={"format": "gguf", "quant": "q4"}, headers=auth).status_code
+            == 400
+        )
+        assert client.post("/api/runs/done/export", json={"format": "gguf"}, headers=auth).status_code == 201
+        settle(client, "done")
+        (export,) = client.get("/api/exports").json()["exports"]
+        assert export["name"] == "done-gguf-f16" and export["ollama"].startswith("ollama create done -f ")
+        assert client.get(f"/api/exports/{export['name']}/done-f16.gguf").content == b"GGUF"
+        assert client.get(f"/api/exports/{export['name']}/..%2F..%2Fjobs.json").status_code == 404
+        assert client.post("/api/runs/halfway/chat", json={"messages": []}, headers=auth).status_code == 404
+        client.post("/api/runs", json={"name": "broken", "settings": {"train.max_steps": 2}}, headers=auth)
+        settle(client, "broken")
+        broken = client.get("/api/runs/broken").json()
+        assert broken["status"] == "failed" and broken["error"].startswith("Error: The data file 'x.jsonl' has no rows")
+        assert client.post("/api/runs/broken/resume", headers=auth).status_code == 201  # the same command, --resume
+        settle(client, "broken")
+        assert client.get("/api/runs/broken").json()["jobs"][-1]["command"].endswith("--resume")

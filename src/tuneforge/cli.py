@@ -279,6 +279,12 @@ def chat(
     model: Annotated[
         Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")
     ] = None,
+    tools: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--tools", help="JSON file of tools (OpenAI shape) the model may call; calls are printed as tool_calls."
+        ),
+    ] = None,
     skip_checksums: SkipChecksums = False,
     debug: Debug = False,
 ) -> None:
@@ -288,7 +294,7 @@ def chat(
         from tuneforge.commands.chat import run_chat
 
         checksums = not skip_checksums
-        run_chat(adapter, prompt, base, max_new_tokens, checksums, base_model=model)
+        run_chat(adapter, prompt, base, max_new_tokens, checksums, base_model=model, tools_file=tools)
 
     _guard(go, debug)
 

@@ -55,12 +55,13 @@ def check_data(cfg, as_json: bool = False, method_source: str = "default") -> di
 
 
 def build_report(tokenizer, data, split: tuple[list, list], cfg) -> dict[str, Any]:
-    from tuneforge.data.encode import encode_all
     from tuneforge.data.templates import template_label
+    from tuneforge.data.token_cache import encode_cached
+    from tuneforge.models.loading import cache_root
 
     max_len, template = cfg.train.max_seq_length, cfg.data.template
     train_set, held = split
-    rows, stats = encode_all(tokenizer, train_set, max_len, template, cfg.data.drop_long)
+    rows, stats, _ = encode_cached(tokenizer, train_set, max_len, cache_root(), template, cfg.data.drop_long)
     over = sum(length > max_len for length in stats.lengths)
     return {
         "dataset": cfg.data.dataset,

@@ -207,7 +207,9 @@ function renderRun(run) {
   $("#resume").disabled = !["stopped", "failed"].includes(run.status);
   drawChart($("#chart"), [{ label: run.id, points: run.points || [] }]);
   $("#run-checkpoints").textContent = (run.checkpoints || []).join(", ") || "—";
-  $("#run-log").textContent = (run.log_tail || []).join("\n");
+  const log = $("#run-log");
+  log.textContent = (run.log_tail || []).join("\n");
+  log.scrollTop = log.scrollHeight;  // the newest line in view, as `tail -f` shows it
   $("#finished-tools").hidden = run.status !== "finished";
   const job = run.job;
   $("#job-line").textContent = job ? `${job.kind}: ${t(job.state)}${job.queue_position ? ` #${job.queue_position}` : ""} — ${job.command}` : "";
@@ -310,5 +312,6 @@ async function loadExports(box, run) {
   $("#model-presets").replaceChildren(...defaults.models.map((m) => el("option", { value: m })));
   $("#data-presets").replaceChildren(...defaults.datasets.map((d) => el("option", { value: d })));
   route();
+  document.body.dataset.readyMs = String(Math.round(performance.now()));  // benchmarks/studio_load.py reads it
   document.body.dataset.ready = "1";
 })();
