@@ -109,6 +109,8 @@ def train(
     drop_long: DropLongOpt = None,
     packing: Annotated[Optional[bool], _opt("train.padding_free", "--packing/--no-packing")] = None,
     load_in_4bit: Annotated[Optional[bool], _opt("model.load_in_4bit", "--load-in-4bit/--no-load-in-4bit")] = None,
+    finetune: Annotated[Optional[str], _opt("train.finetune", "--finetune")] = None,
+    adapter: Annotated[Optional[Path], _opt("model.adapter", "--adapter")] = None,
     save_steps: Annotated[Optional[int], _opt("train.save_steps")] = None,
     save_total_limit: Annotated[Optional[int], _opt("train.save_total_limit")] = None,
     group_by_length: Annotated[Optional[bool], _opt("train.group_by_length", "--group-by-length")] = None,
@@ -211,7 +213,7 @@ _TRAIN_KEYS = {
     "model.load_in_4bit": "load_in_4bit", "train.save_steps": "save_steps",
     "train.save_total_limit": "save_total_limit", "data.format": "data_format", "data.map": "data_map",
     "data.split": "dataset_split", "data.template": "template", "data.val_size": "val_size",
-    "data.drop_long": "drop_long",
+    "data.drop_long": "drop_long", "train.finetune": "finetune", "model.adapter": "adapter",
 }  # fmt: skip
 
 
