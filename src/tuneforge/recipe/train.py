@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config import wants_four_bit
 from tuneforge.config_resolve import ResolvedConfig
 from tuneforge.errors import UserError
 from tuneforge.recipe.methods import AUTO_PRETRAIN, Method, auto_method, method_for
@@ -93,7 +94,7 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     cfg = resolved.config
     device = pick_device(cfg.train.device, resolved.hardware)
     precision = pick_precision(cfg.train.precision, device)
-    check_four_bit(cfg.model.load_in_4bit, device)
+    check_four_bit(wants_four_bit(cfg), device)
     check_tracker(cfg.train.report_to)
     prepare_environment(device)
     setup_rank(device)
@@ -251,7 +252,7 @@ def load_base(setup: Setup) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(setup.source, cfg.model.trust_remote_code)
     weights = setup.precision if setup.device == "cuda" else "fp32"  # CPU/MPS: fp32 weights, autocast on top
     model = load_model(
-        setup.source, torch_dtype(weights), setup.device, cfg.model.load_in_4bit, cfg.model.trust_remote_code
+        setup.source, torch_dtype(weights), setup.device, wants_four_bit(cfg), cfg.model.trust_remote_code
     )
     setup.log.info(f"loaded base model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
     return model, tokenizer
