@@ -47,12 +47,24 @@ def open_storage(url: str) -> Any:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=retry,
-            engine_kwargs={"pool_pre_ping": True},
-        )  # fmt: skip
+        for attempt in range(4):
+            try:
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=retry,
+                    engine_kwargs={"pool_pre_ping": True},
+                )  # fmt: skip
+            except (IntegrityError, ProgrammingError):
+                # Two workers meeting an empty database both create Optuna's tables and types; PostgreSQL
+                # refuses the second CREATE (duplicate key). Optuna does not guard this, so the loser waits
+                # and opens again, now finding the schema the winner made.
+                if attempt == 3:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
     except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
         reason = " ".join(str(exc).split())[:300]
         raise UserError(
