@@ -10,6 +10,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tuneforge.machine.finetune_memory import FinetuneFit, finetune_fits
 from tuneforge.machine.hardware import Hardware, detect_hardware
@@ -29,8 +30,7 @@ def run_doctor(json_out: bool = False, model: str = "smollm2-135m", disk_path: s
     hw = detect_hardware(disk_path)
     params = estimate_model_params(model)
     profile = recommend_profile(hw, params)
-    _print_report(hw, profile, model, params)
-    _print_fits(profile_fits(hw, profile, params), profile)
+    _print_report(hw, profile, model, params, profile_fits(hw, profile, params))
 
 
 def doctor_report(model: str = "smollm2-135m", disk_path: str | Path = ".") -> dict:
@@ -57,20 +57,19 @@ def profile_fits(hw: Hardware, profile: Profile, params: int) -> list[FinetuneFi
     return finetune_fits(hw, params, precision, tokens, checkpointing)
 
 
-def _print_fits(fits: list[FinetuneFit], profile: Profile) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+def _print_fits(console: Any, fits: list[FinetuneFit], profile: Profile) -> None:
+    from rich.padding import Padding
+    from rich.text import Text
 
     batch, length = profile.value("train.batch_size"), profile.value("train.max_seq_length")
-    console = Console()
     console.print(f"\n[bold]Memory for each --finetune[/bold] (batch {batch} × {length} tokens)")
     for fit in fits:
         mark = "[green]fits[/green]" if fit.fits else "[red]does not fit[/red]"
         console.print(f"  [cyan]{fit.finetune}[/cyan] about {fit.need_gb:.1f} GB: {mark}")
-        console.print(f"      [dim]{escape(fit.reason)}[/dim]")
+        console.print(Padding(Text(fit.reason, style="dim"), (0, 0, 0, 6)))
 
 
-def _print_report(hw: Hardware, profile: Profile, model: str, params: int) -> None:
+def _print_report(hw: Hardware, profile: Profile, model: str, params: int, fits: list[FinetuneFit]) -> None:
     from rich.console import Console
     from rich.markup import escape  # warnings hold text like 'tuneforge[cuda]' that rich would eat as markup
     from rich.padding import Padding
@@ -87,6 +86,7 @@ def _print_report(hw: Hardware, profile: Profile, model: str, params: int) -> No
     for s in profile.settings:  # key = value, then the reason indented under it: readable at 80 columns
         console.print(f"  [cyan]{s.key}[/cyan] = [bold]{escape(str(s.value))}[/bold]")
         console.print(Padding(Text(s.reason, style="dim"), (0, 0, 0, 6)))
+    _print_fits(console, fits, profile)
     if profile.warnings:
         console.print("\n[bold yellow]Warnings[/bold yellow]")
         for warning in profile.warnings:
