@@ -207,7 +207,7 @@ def test_unwritable_places_are_named_before_any_model_loads(tmp_path, monkeypatc
 
 
 def test_an_export_and_the_model_cache_stop_plainly_then_the_same_command_writes_the_same_files(
-    tmp_path, monkeypatch, tiny_results
+    tmp_path, monkeypatch, tiny_results, tiny_dataset
 ):
     """Disk full halfway through a GGUF export, then through the model cache's conversion of a preset's GGUF
     (the tiny model's, standing in for the embedded one): exit 2, nothing half-written kept, and the same
@@ -217,7 +217,6 @@ def test_an_export_and_the_model_cache_stop_plainly_then_the_same_command_writes
 
     from tuneforge.cli import app
     from tuneforge.commands import export
-    from tuneforge.disk_faults import DiskFault
     from tuneforge.models import loading
     from tuneforge.presets import MODEL_PRESETS, ModelPreset
 
@@ -256,10 +255,13 @@ def test_an_export_and_the_model_cache_stop_plainly_then_the_same_command_writes
         real_convert(gguf, name, out)
         raise half_written(out / "model.safetensors")
 
-    with monkeypatch.context() as patch, pytest.raises(DiskFault) as caught:
+    with monkeypatch.context() as patch:  # a preset's first use: `train` converts it before the first step
         patch.setattr(loading, "_convert_gguf", convert_half)
-        convert_in(tmp_path / "cache-b")
-    assert "The disk is full: writing the model cache's copy of tiny-gguf" in str(caught.value)
+        patch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache-b"))
+        result = CliRunner().invoke(app, ["train", "--model", preset.name, "--dataset", str(tiny_dataset),
+                                          "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "--no-eval"])  # fmt: skip
+    cli_exit_2(result, "The disk is full: writing the model cache's copy of tiny-gguf", "model.safetensors",
+               "Free space, then run the same command again")  # fmt: skip
     assert list((tmp_path / "cache-b" / "models").iterdir()) == []  # the staging copy is gone
     again = convert_in(tmp_path / "cache-b")
     assert again.keys() == uninterrupted.keys() and all(torch.equal(again[k], uninterrupted[k]) for k in again)
