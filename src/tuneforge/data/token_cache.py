@@ -106,7 +106,7 @@ def whole_entry(folder: Path) -> dict[str, Any] | None:
 def commit(staging: Path, folder: Path) -> None:
     """fsync the entry, then rename it into place; another process that finished the same key first wins."""
     for name in (ROWS_FILE, STATS_FILE):
-        with open(staging / name, "rb") as handle:
+        with open(staging / name, "r+b") as handle:  # writable: Windows refuses to fsync a read-only handle
             os.fsync(handle.fileno())
     try:
         staging.rename(folder)
