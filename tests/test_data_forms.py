@@ -85,12 +85,20 @@ BAD_ROWS = [
                    {"role": "assistant", "content": "a"}]}, ["bad.jsonl:2", "messages[0].content[0].type", "image"]),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss_weight": 0.5}]},
      ["bad.jsonl:2", "messages[1].loss_weight", "0 (not trained) or 1"]),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{city: Seoul}"}}]},
+        {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     ["bad.jsonl:2", "messages[1].tool_calls[0].arguments", "not valid JSON"]),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "observation", "value": "r"},
+                        {"from": "gpt", "value": "a"}]}, ["bad.jsonl:2", "[1].role", "no call before it"]),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("row", "needles"), BAD_ROWS)
 def test_bad_parts_exit_2_with_file_line_and_field(tmp_path, row, needles):
     good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    if "conversations" in row:
+        good = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
     path = write_jsonl(tmp_path / "bad.jsonl", [good, row])
     assert_exit_2(CliRunner().invoke(app, ["data", "check", "--dataset", str(path)]), *needles)
 
@@ -138,3 +146,100 @@ def test_an_empty_text_file_is_refused(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("\ufeff \n\n  \t\n", encoding="utf-8")
     assert_exit_2(CliRunner().invoke(app, ["data", "check", "--dataset", str(path)]), "empty.txt", "empty")
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
+CITIES = ["Seoul", "Busan", "Paris", "Lyon", "Oslo", "Lima", "Cairo", "Quito", "Accra", "Hanoi"]
+
+
+def openai_row(i: int) -> dict:
+    city, temp = CITIES[i % len(CITIES)], 10 + i
+    call = {
+        "id": f"c{i}",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
+    }
+    return {"messages": [{"role": "user", "content": f"Weather in {city}?"},
+                         {"role": "assistant", "content": None, "tool_calls": [call]},
+                         {"role": "tool", "tool_call_id": f"c{i}", "content": json.dumps({"temp": temp})},
+                         {"role": "assistant", "content": f"It is {temp} degrees in {city}."}], "tools": [WEATHER]}  # fmt: skip
+
+
+def sharegpt_row(i: int) -> dict:
+    city, temp = CITIES[i % len(CITIES)], 30 - i
+    return {"conversations": [{"from": "human", "value": f"How warm is {city}?"},
+                              {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": city}})},
+                              {"from": "observation", "value": json.dumps({"temp": temp})},
+                              {"from": "gpt", "value": f"{city}: {temp} degrees."}], "tools": json.dumps([WEATHER])}  # fmt: skip
+
+
+# a template that takes tools itself (as Qwen's and Llama 3's do): no fallback tags for the tools list
+NATIVE = (
+    "{% if tools %}<|im_start|>system\n# Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content or '' }}{% if m.tool_calls %}"
+    "{% for c in m.tool_calls %}[call {{ c.function | tojson }}]{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_tool_calls_in_both_forms_train_the_calls_and_mask_results(tmp_path, tokenizer):
+    openai = load_conversations(str(write_jsonl(tmp_path / "oa.jsonl", [openai_row(0)]))).conversations[0]
+    sharegpt = load_conversations(str(write_jsonl(tmp_path / "sg.jsonl", [sharegpt_row(20)]))).conversations[0]
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Seoul"}}\n</tool_call><|im_end|>\n'
+    for conversation, answer in ((openai, "It is 10 degrees in Seoul."), (sharegpt, "Seoul: 10 degrees.")):
+        row = encode_conversation(tokenizer, conversation, 1024)
+        assert trained_text(tokenizer, row) == [call + answer + "<|im_end|>\n"] or trained_text(tokenizer, row) == [
+            call, answer + "<|im_end|>\n"]  # fmt: skip
+        masked = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label == IGNORE])
+        assert '"temp": ' in masked and "<tools>" in masked and "get_weather" in masked
+    native = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    native.chat_template = NATIVE
+    row = encode_conversation(native, openai, 1024)
+    assert trained_text(native, row) == ['[call {"name": "get_weather", "arguments": {"city": "Seoul"}}]<|im_end|>\n',
+                                         "It is 10 degrees in Seoul.<|im_end|>\n"]  # fmt: skip
+    rendered = native.decode(row["input_ids"])
+    assert "# Tools" in rendered and "<|im_start|>tool\n" in rendered and "<tool_call>" not in rendered
+
+
+def test_a_mixture_of_tool_and_part_data_trains_with_counts_per_source(tmp_path, tiny_model_dir):
+    from tests.conftest import tiny_train_values
+    from tuneforge.commands.train import run_train
+
+    oa = write_jsonl(tmp_path / "oa.jsonl", [openai_row(i) for i in range(40)])
+    sg = write_jsonl(tmp_path / "sg.jsonl", [sharegpt_row(i) for i in range(40)])
+    check = CliRunner().invoke(app, ["data", "check", "--dataset", str(oa), "--dataset", f"{sg}:0.5",
+                                     "--model", str(tiny_model_dir)])  # fmt: skip
+    assert check.exit_code == 0, check.output
+    assert "one tool-call example, rendered" in check.output and "⟦<tool_call>" in check.output
+    assert "(weight 0.5): 40 rows, 40 examples, 20 used" in check.output
+    out = tmp_path / "run"
+    mix = {"data.dataset": [str(oa), f"{sg}:0.5"], "train.max_seq_length": 384}  # the tools list is long
+    values = tiny_train_values(tiny_model_dir, oa, out, **mix)
+    metrics = run_train(values)
+    assert [(s["examples_used"], s["weight"]) for s in metrics["data_sources"]] == [(40, 1.0), (20, 0.5)]
+    assert metrics["train_examples"] + metrics["eval_examples"] == 60
+    assert metrics["loss_history"][-1]["loss"] < metrics["loss_history"][0]["loss"]
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    log = next(out.glob("training_log_*.log")).read_text()
+    assert "mixture of 2 sources" in log and "20 used" in log
+    held = [json.loads(line) for line in (out / "eval_set.jsonl").read_text().splitlines()]
+    assert held[0]["tools"] == [WEATHER] and any(m.get("tool_calls") for m in held[0]["messages"])
+
+
+def test_mixture_weights_are_checked_once_and_drift_covers_them(tmp_path):
+    from tuneforge.config_resolve import resolve_config
+    from tuneforge.runs.resume import drift, run_settings
+
+    result = CliRunner().invoke(app, ["train", "--dry-run", "--dataset", "a.jsonl", "--dataset", "medical-terms:0"])
+    assert_exit_2(result, "data.dataset", "medical-terms", "must be above 0", "--dataset")
+
+    def settings(*specs: str) -> dict:
+        return run_settings(resolve_config({"data.dataset": list(specs)}, use_profile=False).config)
+
+    manifest = {"micro_batch": 4, "grad_accum": 1, "world_size": 1}
+    first = settings("a.jsonl", "medical-terms:0.3")
+    assert first["data"]["dataset"] == ["a.jsonl", "medical-terms:0.3"]
+    assert drift(first, settings("a.jsonl", "medical-terms:0.3"), manifest, 1) == []
+    changed = drift(first, settings("a.jsonl", "medical-terms:0.5"), manifest, 1)
+    assert [row[0] for row in changed] == ["data.dataset"]

@@ -47,7 +47,7 @@ def _opt(key: str, *names: str) -> Any:
 
 # Flags shared by `train` and `data check`: declared once, so their help and names never drift.
 ModelOpt = Annotated[Optional[str], _opt("model.name", "--model")]
-DatasetOpt = Annotated[Optional[str], _opt("data.dataset", "--dataset")]
+DatasetOpt = Annotated[Optional[list[str]], _opt("data.dataset", "--dataset")]
 DataFormatOpt = Annotated[Optional[str], _opt("data.format", "--data-format")]
 DataMapOpt = Annotated[Optional[str], _opt("data.map", "--data-map")]
 DatasetSplitOpt = Annotated[Optional[str], _opt("data.split", "--dataset-split")]
@@ -180,22 +180,7 @@ def train(
     debug: Debug = False,
 ) -> None:
     """LoRA-tune a model (default: SmolLM2-135M on medical terms, fully offline)."""
-    cli_values = {
-        "train.method": method, "model.name": model, "data.dataset": dataset, "train.output_dir": output_dir,
-        "train.batch_size": batch_size, "train.grad_accum": grad_accum, "train.max_steps": max_steps,
-        "train.max_seq_length": max_seq_length, "train.learning_rate": learning_rate,
-        "lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout, "train.seed": seed,
-        "train.device": device, "train.precision": precision, "train.eval_examples": eval_examples,
-    }  # fmt: skip
-    if no_eval:
-        cli_values["train.eval_examples"] = 0
-    cli_values["train.strategy"] = strategy
-    cli_values["train.report_to"] = report_to
-    cli_values.update({"train.padding_free": packing, "train.group_by_length": group_by_length,
-                       "model.load_in_4bit": load_in_4bit, "train.save_steps": save_steps,
-                       "train.save_total_limit": save_total_limit})  # fmt: skip
-    cli_values.update({"data.format": data_format, "data.map": data_map, "data.split": dataset_split,
-                       "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long})  # fmt: skip
+    cli_values = _train_values(locals())
 
     def go() -> None:
         from tuneforge.commands.train import run_train
@@ -213,6 +198,74 @@ def train(
         run_train(cli_values, config_file=config, dry_run=dry_run, as_json=as_json, flags=flags)
 
     _guard(go, debug)
+
+
+# train's flags → config keys (the parameter name of each flag in `train` below).
+_TRAIN_KEYS = {
+    "train.method": "method", "model.name": "model", "data.dataset": "dataset", "train.output_dir": "output_dir",
+    "train.batch_size": "batch_size", "train.grad_accum": "grad_accum", "train.max_steps": "max_steps",
+    "train.max_seq_length": "max_seq_length", "train.learning_rate": "learning_rate", "lora.r": "lora_r",
+    "lora.alpha": "lora_alpha", "lora.dropout": "lora_dropout", "train.seed": "seed", "train.device": "device",
+    "train.precision": "precision", "train.eval_examples": "eval_examples", "train.strategy": "strategy",
+    "train.report_to": "report_to", "train.padding_free": "packing", "train.group_by_length": "group_by_length",
+    "model.load_in_4bit": "load_in_4bit", "train.save_steps": "save_steps",
+    "train.save_total_limit": "save_total_limit", "data.format": "data_format", "data.map": "data_map",
+    "data.split": "dataset_split", "data.template": "template", "data.val_size": "val_size",
+    "data.drop_long": "drop_long",
+}  # fmt: skip
+
+
+def _train_values(params: dict[str, Any]) -> dict[str, Any]:
+    """`train`'s parsed flags as {dotted key: value}; `sweep` passes the train flags it is given through here too."""
+    cli_values = {key: params[name] for key, name in _TRAIN_KEYS.items()}
+    cli_values["data.dataset"] = params["dataset"] or None  # repeated --dataset: a mixture; none given: unset
+    if params["no_eval"]:
+        cli_values["train.eval_examples"] = 0
+    return cli_values
+
+
+@app.command(context_settings=_LOOSE)
+def sweep(
+    ctx: typer.Context,
+    trials: Annotated[Optional[int], _opt("sweep.trials", "--trials")] = None,
+    trial_steps: Annotated[Optional[int], _opt("sweep.trial_steps", "--trial-steps")] = None,
+    eval_every: Annotated[Optional[int], _opt("sweep.eval_every", "--eval-every")] = None,
+    objective: Annotated[Optional[str], _opt("sweep.objective", "--objective")] = None,
+    pruner: Annotated[Optional[str], _opt("sweep.pruner", "--pruner")] = None,
+    workers: Annotated[Optional[int], _opt("sweep.workers", "--workers")] = None,
+    storage: Annotated[Optional[str], _opt("sweep.storage", "--storage")] = None,
+    study_name: Annotated[Optional[str], _opt("sweep.study_name", "--study-name")] = None,
+    output_dir: Annotated[Optional[Path], _opt("sweep.output_dir", "--output-dir")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML file with config sections, a sweep: section among them.")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Search learning rate, LoRA rank, alpha, dropout, target layers and warm-up with Optuna; any `train` flag also works."""
+    values = {"sweep.trials": trials, "sweep.trial_steps": trial_steps, "sweep.eval_every": eval_every,
+              "sweep.objective": objective, "sweep.pruner": pruner, "sweep.workers": workers,
+              "sweep.storage": storage, "sweep.study_name": study_name, "sweep.output_dir": output_dir}  # fmt: skip
+
+    def go() -> None:
+        from tuneforge.commands.sweep import run_sweep
+
+        run_sweep({**_sweep_train_values(ctx.args), **values}, config_file=config)
+
+    _guard(go, debug)
+
+
+def _sweep_train_values(args: list[str]) -> dict[str, Any]:
+    """The `train` flags given to `sweep`, parsed by train's own parser: same names, same checks, same help."""
+    import click
+
+    train_command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    try:
+        params = train_command.make_context("tuneforge sweep", list(args), resilient_parsing=False).params
+    except click.UsageError as exc:
+        raise UserError(
+            f"{exc.format_message()} (`tuneforge sweep` takes its own flags and `tuneforge train`'s; see both --help)"
+        ) from None
+    return {k: v for k, v in _train_values(params).items() if k != "train.output_dir"}
 
 
 @app.command()
@@ -458,7 +511,7 @@ def data_check(
     debug: Debug = False,
 ) -> None:
     """Report format, counts, token lengths, the split and one rendered example; loads only the tokenizer."""
-    cli_values = {"train.method": method, "data.dataset": dataset, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
+    cli_values = {"train.method": method, "data.dataset": dataset or None, "data.format": data_format, "data.map": data_map, "data.split": dataset_split,
                   "data.template": template, "data.val_size": val_size, "data.drop_long": drop_long,
                   "model.name": model, "train.max_seq_length": max_seq_length}  # fmt: skip
 

@@ -7,9 +7,9 @@ so the docs and the flags never drift apart (litgpt's trick).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The fields a data row may hold; --data-map targets must be one of them. Here, not in data/,
 # because the config layer sits below the data layer and checks the map when it is parsed.
@@ -30,17 +30,34 @@ class ModelSection(Section):
         "smollm2-135m",
         description="Base model: a preset name (smollm2-135m, offline), a local model folder, or a Hugging Face model id.",
     )
+    adapter: Path | None = Field(
+        None,
+        description="Start from an earlier run's adapter (its results folder), e.g. SFT before DPO; "
+        "training goes on from it, and it is the reference that preference methods compare with.",
+    )
     load_in_4bit: bool = Field(False, description="Load the base model in 4-bit with bitsandbytes (QLoRA). CUDA only.")
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with a hub model. Off unless you trust its author."
     )
 
 
+def split_weight(spec: str) -> tuple[str, float | None]:
+    """'medical-terms:0.3' -> ('medical-terms', 0.3); the one parser of a mixture weight (config and data use it)."""
+    name, colon, tail = spec.rpartition(":")
+    if not colon or not name or "/" in tail or "\\" in tail:
+        return spec, None
+    try:
+        return name, float(tail)
+    except ValueError:
+        return spec, None
+
+
 class DataSection(Section):
-    dataset: str = Field(
+    dataset: str | list[str] = Field(
         "medical-terms",
         description="Training data: a preset (medical-terms, offline; wiki-medical-terms, medical-flashcards, alpaca, online), "
-        "a .jsonl/.json/.csv/.tsv/.parquet/.txt file, a folder with train.* and validation.*, or a Hugging Face dataset id.",
+        "a .jsonl/.json/.csv/.tsv/.parquet/.txt file, a folder with train.* and validation.*, or a Hugging Face dataset id. "
+        "Repeat it to mix sources, each with an optional weight: --dataset clinic.jsonl --dataset medical-terms:0.3.",
     )
     eval_fraction: float = Field(
         0.02, gt=0, lt=1, description="Share of examples held out for evaluation (never trained on)."
@@ -71,6 +88,20 @@ class DataSection(Section):
         False, description="Drop examples longer than max_seq_length instead of truncating them (counted either way)."
     )
     split: str = Field("train", description="Split of a Hugging Face or saved dataset to train on.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _check_weights(cls, value: str | list[str]) -> str | list[str]:
+        """A mixture weight is the share of that source's rows used (0.3: 30%, 2: each row twice)."""
+        specs = [value] if isinstance(value, str) else value
+        if not specs:
+            raise ValueError("name at least one dataset")
+        for spec in specs:
+            name, weight = split_weight(spec)
+            if weight is not None and not weight > 0:
+                raise ValueError(f"the weight of '{name}' is {weight:g}; a mixture weight must be above 0 "
+                                 f"(the share of its rows used, e.g. {name}:0.3). Drop the source instead of weighting it 0")  # fmt: skip
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
 
     @field_validator("map", mode="before")
     @classmethod
@@ -143,6 +174,15 @@ class TrainSection(Section):
         description="How several processes (--nproc) share the work: ddp copies the model to each GPU; "
         "fsdp and deepspeed-zero2/3 shard it when it does not fit on one (configs/ holds their settings).",
     )
+    eval_steps: int = Field(
+        0,
+        ge=0,
+        description="Measure the held-out loss every N steps while training (0: only before and after); sweeps prune on it.",
+    )
+    quick_eval: bool = Field(
+        True,
+        description="Answer held-out questions before and after training (the before/after check); off saves time.",
+    )
     report_to: Literal["none", "tensorboard", "trackio", "mlflow", "wandb"] = Field(
         "none",
         description="Experiment tracker that gets the logged losses, offline, under <output-dir>/tracking: "
@@ -169,12 +209,105 @@ class ServeSection(Section):
     )  # fmt: skip
 
 
+# What `tuneforge sweep` may search: the key, and the kind of range it takes. Here, beside the
+# fields, so a search-space typo is caught where every other config typo is.
+SEARCHABLE = {"train.learning_rate": "float", "train.warmup_steps": "int", "train.batch_size": "int",
+              "train.grad_accum": "int", "train.max_seq_length": "int", "lora.r": "int", "lora.alpha": "int",
+              "lora.dropout": "float", "lora.target_modules": "choices", "data.template": "choices"}  # fmt: skip
+
+
+class SearchRange(Section):
+    """One parameter's range: low/high (log for a log scale), or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SearchRange:
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("the list of choices is empty; give at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (and log: true for a log scale), or a list of choices")
+        if self.low > self.high:
+            raise ValueError(f"the range is empty: low {self.low} is above high {self.high}; swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low above 0, not {self.low}")
+        return self
+
+
+def default_space() -> dict[str, SearchRange]:
+    """The search a sweep runs unless `sweep.space` says otherwise: the settings that matter most for LoRA."""
+    return {
+        "train.learning_rate": SearchRange(low=1e-4, high=3e-3, log=True),  # the strongest knob
+        "lora.r": SearchRange(choices=[8, 16, 32, 64]),
+        "lora.alpha": SearchRange(choices=[8, 16, 32, 64]),
+        "lora.dropout": SearchRange(low=0.0, high=0.1),
+        "lora.target_modules": SearchRange(choices=["attention", "all-linear"]),  # attention: q,k,v,o only
+        "train.warmup_steps": SearchRange(low=0, high=10),
+    }
+
+
+class SweepSection(Section):
+    trials: int = Field(12, ge=1, description="Trials to finish (complete or pruned) in the sweep's study.")
+    trial_steps: int = Field(
+        40, ge=2, description="Training steps of each trial; best.yaml keeps train.max_steps for the full run."
+    )
+    eval_every: int = Field(10, ge=1, description="Held-out loss every N steps of a trial, reported to the pruner.")
+    objective: Literal["loss", "rouge"] = Field(
+        "loss",
+        description="What the sweep optimises: held-out loss (lower), or rouge: ROUGE-L of held-out answers (higher).",
+    )
+    pruner: Literal["median", "none"] = Field(
+        "median",
+        description="Stop hopeless trials early: median stops one worse than the median of earlier trials at the same step.",
+    )
+    workers: int = Field(1, ge=1, description="Trials run at the same time on this machine, each its own process.")
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL, e.g. postgresql://user:pass@host/db to share one study between machines "
+        "(default: study.db, SQLite, in the sweep folder).",
+    )
+    study_name: str = Field(
+        "tuneforge", description="Name of the study in the storage; machines sharing one use the same."
+    )
+    output_dir: Path | None = Field(
+        None, description="Sweep folder (default: sweeps/<date-time>); run again to resume."
+    )
+    space: dict[str, SearchRange] = Field(
+        default_factory=default_space,
+        description="Search space: {config key: {low, high, log} or {choices: [...]}}.",
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, value: dict[str, SearchRange]) -> dict[str, SearchRange]:
+        import difflib
+
+        if not value:
+            raise ValueError("the search space is empty; name at least one parameter, e.g. train.learning_rate")
+        for key, span in value.items():
+            if key not in SEARCHABLE:
+                close = difflib.get_close_matches(key, list(SEARCHABLE), n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(
+                    f"'{key}' is not a parameter the sweep can search; {hint}searchable: {', '.join(SEARCHABLE)}"
+                )
+            if SEARCHABLE[key] == "choices" and span.choices is None:
+                raise ValueError(f"'{key}' takes a list of choices, not a low/high range")
+        return value
+
+
 class TuneforgeConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     lora: LoraSection = Field(default_factory=LoraSection)
     train: TrainSection = Field(default_factory=TrainSection)
     serve: ServeSection = Field(default_factory=ServeSection)
+    sweep: SweepSection = Field(default_factory=SweepSection)
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -187,6 +320,15 @@ def field_help(key: str) -> str:
     section, name = key.split(".")
     return SECTIONS[section].model_fields[name].description or ""
 
+
+# Defaults that depend on the method, applied where the plain default would otherwise hold (never over a
+# value the profile, a YAML file, the environment or a flag set). Here, next to the fields, so every default
+# stays in this file.
+METHOD_DEFAULTS: dict[str, dict[str, object]] = {
+    "dpo": {"data.dataset": "medical-preferences"},
+    "orpo": {"data.dataset": "medical-preferences"},
+    "kto": {"data.dataset": "medical-preferences"},
+}
 
 # Flags not named after their field ("--" + name with dashes); cli.py declares them with these names.
 FLAG_NAMES = {

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tuneforge.config import SECTIONS, TuneforgeConfig, all_keys, default_values, flag_for
+from tuneforge.config import METHOD_DEFAULTS, SECTIONS, TuneforgeConfig, all_keys, default_values, flag_for
 from tuneforge.errors import UserError
 
 # The guide's variable names, so its instructions keep working with tuneforge.
@@ -126,6 +126,10 @@ def _merge(layers, profile) -> tuple[dict[str, Any], dict[str, str]]:
                 sources[key] = f"profile: {profile.overrides()[key][1]}"
             else:
                 sources[key] = label
+    method = merged["train.method"]
+    for key, value in METHOD_DEFAULTS.get(str(method), {}).items():
+        if sources[key] == "default":
+            merged[key], sources[key] = value, f"default for --method {method}"
     return merged, sources
 
 

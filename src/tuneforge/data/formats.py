@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from tuneforge.data.parts import has_answer, read_content, train_flag
+from tuneforge.data.tool_turns import CALL_ROLES, TOOL_ROLES, Chat, check_tool_turn, read_calls, read_tools
 from tuneforge.errors import UserError
 
 Conversation = list[dict[str, Any]]
@@ -25,7 +26,8 @@ REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca":
 SHAPES = "'messages', 'conversations', 'instruction'+'output', 'prompt'+'completion' or 'text'"
 TEXT_ROLE = "text"  # a conversation [{"role": "text", ...}] is plain text: every token is trained
 ROLE_ALIASES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
-                "model": "assistant", "bot": "assistant", "chatgpt": "assistant"}  # fmt: skip
+                "model": "assistant", "bot": "assistant", "chatgpt": "assistant",
+                **dict.fromkeys(TOOL_ROLES, "tool"), **dict.fromkeys(CALL_ROLES, "assistant")}  # fmt: skip
 
 
 def bad(where: str, field: str, problem: str) -> UserError:
@@ -80,7 +82,8 @@ def to_conversation(row: Any, fmt: str, where: str) -> Conversation | None:
                   f"Formats: {SHAPES}. Rename columns with --data-map yourcolumn=ourfield.")  # fmt: skip
     convert = {"messages": _messages, "sharegpt": _sharegpt, "alpaca": _alpaca,
                "prompt-completion": _prompt_completion, "text": _text, "llama2-text": _llama2_text}[fmt]  # fmt: skip
-    conversation = convert(row, where)
+    conversation = Chat(convert(row, where))
+    conversation.tools = read_tools(row, where)
     if conversation[0]["role"] == TEXT_ROLE:
         return conversation if conversation[0]["content"].strip() else None
     check_order(conversation, where, "messages" if fmt in ("messages", "prompt-completion") else fmt)
@@ -118,10 +121,14 @@ def _turns(value: Any, where: str, field: str, role_key: str, content_key: str) 
         if role is None:
             raise bad(where, f"{name}.{role_key}", "missing. Each turn needs a role (system, user or assistant).")
         if not isinstance(role, str) or role.lower() not in ROLE_ALIASES:
-            raise bad(where, f"{name}.{role_key}", f"unknown role {json.dumps(role)[:40]}. Use system, user or "
-                      "assistant (ShareGPT: system, human or gpt).")  # fmt: skip
+            raise bad(where, f"{name}.{role_key}", f"unknown role {json.dumps(role)[:40]}. Use system, user, "
+                      "assistant or tool (ShareGPT: system, human, gpt, function_call or observation).")  # fmt: skip
         if content_key not in turn:
             raise bad(where, f"{name}.{content_key}", "missing. Each turn needs its text.")
+        if role.lower() in CALL_ROLES:  # ShareGPT: the call itself is the turn's value, as JSON
+            calls = read_calls(turn[content_key], where, f"{name}.{content_key}")
+            turns.append({"role": "assistant", "content": "", "tool_calls": calls})
+            continue
         turns.append(_turn(ROLE_ALIASES[role.lower()], turn, where, name, content_key))
     return turns
 
@@ -131,6 +138,8 @@ def _turn(role: str, turn: dict, where: str, name: str, content_key: str) -> dic
     value = turn[content_key]
     content = read_content("" if value is None and turn.get("tool_calls") else value, where, f"{name}.{content_key}")
     out: dict[str, Any] = {"role": role, "content": content.text}
+    if turn.get("tool_calls"):
+        out["tool_calls"] = read_calls(turn["tool_calls"], where, f"{name}.tool_calls")
     flag = train_flag(turn, where, name)
     if flag is not None:
         out["train"] = flag
@@ -161,6 +170,13 @@ def check_order(turns: Conversation, where: str, field: str) -> None:
             if index:
                 raise bad(where, name, "a system turn may only come first. Move it to the start or drop it.")
             continue
+        if role == "tool":
+            check_tool_turn(turns, index, where, name)
+            expected = "assistant"
+            continue
+        if index and role == "assistant" and turns[index - 1].get("tool_calls"):
+            raise bad(where, name, "the assistant's tool call has no tool result after it. Add the result "
+                      "(role tool, or a ShareGPT observation turn) before the next assistant turn.")  # fmt: skip
         if role != expected:
             if role == "assistant" and not any(t["role"] == "user" for t in turns[:index]):
                 raise bad(where, name, "the conversation has an assistant turn before any user turn. "

@@ -65,7 +65,11 @@ def heldout_count(total: int, fraction: float, minimum: int, val_size: float | N
 def write_jsonl(path: Path, conversations: list[Conversation]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for messages in conversations:
-            handle.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+            row = {
+                "messages": messages,
+                **({"tools": getattr(messages, "tools", None)} if getattr(messages, "tools", None) else {}),
+            }
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def heldout_note(count: int) -> str | None:

@@ -403,3 +403,17 @@ def _pct(part: float, whole: float) -> str:
 
 def _round(tokens: float) -> str:
     return f"{int(tokens // 100 * 100):,}"
+
+
+def trial_memory_gb(hw: Hardware, params: int, precision: str, tokens_per_step: int,
+                    checkpointing: bool) -> tuple[float, float, str]:  # fmt: skip
+    """One training process's memory estimate, the memory such processes share, and what that is.
+
+    The same arithmetic as the profile (weights, reserve, activations per token), so that a sweep's
+    `--workers` check quotes the numbers `tuneforge doctor` explains.
+    """
+    device, _ = _device(hw)
+    plan = _memory(hw, params, device)
+    plan.precision = precision if precision in BYTES_PER_PARAM else "fp32"
+    need = plan.weights_gb * 1.1 + RESERVE_GB + tokens_per_step * _mb_per_token(plan, checkpointing) / 1e3
+    return need, plan.usable_gb, plan.where

@@ -1,4 +1,4 @@
-"""TRL's SFTTrainer with atomic checkpoints, the MPS random state, and a learning rate that can change on resume.
+"""TRL's trainers (SFT, DPO, ORPO, KTO) with atomic checkpoints, the MPS random state, and a learning rate that can change on resume.
 
 Three Trainer methods are wrapped, each keeping the original's work and adding to it:
 - `_save_checkpoint`: the Trainer writes its usual files into a staging folder; we swap the
@@ -7,7 +7,8 @@ Three Trainer methods are wrapped, each keeping the original's work and adding t
   MPS, so a resumed run on a Mac drew different dropout masks.
 - `_load_optimizer_and_scheduler`: the scheduler's saved base rate would silently win over a
   learning rate changed with --resume-anyway.
-A subclass is the one place these hooks exist; the loop itself stays the Trainer's.
+A mixin is the one place these hooks exist, shared by every method's trainer class; the loop
+itself stays the Trainer's.
 """
 
 from __future__ import annotations
@@ -25,29 +26,37 @@ from tuneforge.runs import checkpoint_store
 MPS_RNG = "rng_state_mps.safetensors"
 
 
-class CheckpointingSFTTrainer(SFTTrainer):
-    """SFTTrainer plus the three hooks described above; nothing else differs.
+class CheckpointingMixin:
+    """The three hooks described above, put in front of any transformers Trainer; nothing else differs.
 
     Callbacks can't do these jobs: `on_save` runs after the files are written in place (too
     late to stage them), and no callback sees the checkpoint folder while it is being loaded.
     """
+
+    args: Any
+    optimizer: Any
+    lr_scheduler: Any
 
     def __init__(self, *args: Any, keep: int, run_config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keep, self.run_config = keep, run_config
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        parent = super()._save_checkpoint  # transformers is untyped here
-        save_atomically(self, lambda: parent(model, trial))  # type: ignore[no-untyped-call]
+        parent = super()._save_checkpoint  # type: ignore[misc]  # the Trainer's, after this mixin
+        save_atomically(self, lambda: parent(model, trial))
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
-        super()._load_rng_state(checkpoint)
+        super()._load_rng_state(checkpoint)  # type: ignore[misc]
         load_mps_rng(checkpoint)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
+        super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
         if checkpoint is not None:
             apply_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+
+
+class CheckpointingSFTTrainer(CheckpointingMixin, SFTTrainer):
+    """SFTTrainer with the checkpoint hooks."""
 
 
 def save_atomically(trainer: Any, save: Callable[[], None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,6 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from tuneforge.runs.runlog import RunLog
+
+HELDOUT_CURVE = "heldout_curve.jsonl"  # mid-run held-out losses, one JSON line per evaluation
 
 
 class ProgressCallback(TrainerCallback):
@@ -58,6 +61,16 @@ class ProgressCallback(TrainerCallback):
         stats = f"loss {entry['loss']:.4f}  lr {entry['learning_rate']:.2e}  {speed:,.0f} tok/s"
         self.bar.update(self.task, stats=stats)
         self.log.info(f"step {state.global_step}/{state.max_steps}  {stats}", show=not self.log.console.is_terminal)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> None:  # fmt: skip
+        """Mid-run held-out loss (train.eval_steps): logged, and appended to heldout_curve.jsonl for a sweep's pruner."""
+        if not metrics or "eval_loss" not in metrics or not state.is_world_process_zero or state.global_step == 0:
+            return
+        entry = {"step": state.global_step, "eval_loss": float(metrics["eval_loss"])}
+        self.log.info(f"step {state.global_step}/{state.max_steps}  held-out loss {entry['eval_loss']:.4f}")
+        with (self.log.path.parent / HELDOUT_CURVE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")  # one whole line per write: a reader never sees half
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.log.info(f"checkpoint saved: {args.output_dir}/checkpoint-{state.global_step}")

@@ -58,8 +58,8 @@ class Fitted:
     tokenizer: Any
     eval_set: list[Any]
     counts: tuple[int, int]  # encoded training and held-out rows
-    before: float | None
-    after: float | None
+    before: dict[str, float] | None  # held-out figures of the starting model ("loss" always, more per method)
+    after: dict[str, float] | None
     train_time: float
     shape: BatchShape
     step_downs: list[dict[str, Any]]
@@ -83,6 +83,7 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     from tuneforge.machine.devices import check_four_bit, pick_device, pick_precision, prepare_environment
     from tuneforge.models.loading import resolve_model
     from tuneforge.recipe.distributed import output_for_rank, setup_rank
+    from tuneforge.recipe.start_adapter import check_start_adapter
     from tuneforge.recipe.tracking import check_tracker
     from tuneforge.runs.resume import run_settings
 
@@ -94,9 +95,10 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     prepare_environment(device)
     setup_rank(device)
     source = resolve_model(cfg.model.name)
-    data = load_conversations(cfg.data.dataset, data=cfg.data)
+    check_start_adapter(cfg.model.adapter, cfg.model.name)
+    data = method.load(cfg) if method.load else load_conversations(cfg.data.dataset, data=cfg.data)
     if not data.conversations:
-        raise UserError(f"The dataset '{cfg.data.dataset}' has no usable examples. Check the file or the preset name.")
+        raise UserError(f"The dataset {cfg.data.dataset!r} has no usable examples. Check the file or the preset name.")
     chosen, _ = auto_method(method.name, resolved.sources["train.method"], data.format)
     method = method if chosen == method.name else method_for(chosen)
     requested = run_settings(cfg)
@@ -107,10 +109,11 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
 
 def fit(setup: Setup) -> Fitted:
     """Split, load, LoRA, encode; held-out loss of the base; then the trainer's loop under recovery."""
-    from tuneforge.data.split import heldout_note, split_heldout, write_jsonl
+    from tuneforge.data.split import heldout_note, split_heldout
     from tuneforge.recipe.distributed import is_main_process, plain_copies, undo_eval_prepare
     from tuneforge.recipe.progress import ProgressCallback
     from tuneforge.recipe.recovery import train_with_recovery
+    from tuneforge.recipe.start_adapter import merge_start_adapter
     from tuneforge.recipe.trainer_setup import add_lora, as_datasets
 
     cfg, log = setup.resolved.config, setup.log
@@ -119,12 +122,12 @@ def fit(setup: Setup) -> Fitted:
         setup.data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed
     )
     if is_main_process():
-        write_jsonl(setup.out / "eval_set.jsonl", eval_set)
+        write_held_out(setup.out, eval_set)
     if (note := heldout_note(len(eval_set))) is not None:
         log.info(f"warning: {note}")
     model, tokenizer = load_base(setup)
     rows = setup.method.encode(tokenizer, train_set, eval_set, cfg, log)
-    model = add_lora(model, cfg, cfg.train.gradient_checkpointing)
+    model = add_lora(merge_start_adapter(model, cfg.model.adapter), cfg, cfg.train.gradient_checkpointing)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(
         f"LoRA: {trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * trainable / total:.2f}%)"
@@ -137,7 +140,8 @@ def fit(setup: Setup) -> Fitted:
 
     first = build(setup.shape)
     plain = plain_copies(cfg.train.strategy)  # False under FSDP/DeepSpeed: no extra eval or rank-0 generation
-    before = held_out(first, log, "base model") if plain else None
+    measure = setup.method.measure or held_out
+    before = measure(first, rows[1], log, "starting model" if cfg.model.adapter else "base model") if plain else None
     undo_eval_prepare(first)  # or train() skips the DDP wrap and ranks drift apart
     handover = [first]
     del first  # after an out-of-memory step-down, nothing here may keep the old trainer alive
@@ -147,7 +151,7 @@ def fit(setup: Setup) -> Fitted:
     )
     train_time = time.monotonic() - started
     trainer.model.config.use_cache = True  # training turned the KV cache off; generation wants it back
-    after = held_out(trainer, log, "tuned model") if plain else None
+    after = measure(trainer, rows[1], log, "tuned model") if plain else None
     counts = (len(rows[0]), len(rows[1]))
     return Fitted(trainer, progress, tokenizer, eval_set, counts, before, after, train_time, shape, step_downs)
 
@@ -190,6 +194,9 @@ def log_setup(setup: Setup) -> None:
         log.info(line)
     log.info(f"model: {setup.source.description}")
     log.info(f"data: {setup.data.source}")
+    for part in setup.data.sources:
+        log.info(f"  source {part['dataset']} (weight {part['weight']:g}): {part['rows']} rows, "
+                 f"{part['examples_read']} examples, {part['examples_used']} used")  # fmt: skip
     if setup.method.name != resolved.config.train.method:
         log.info(f"method: {setup.method.name}, chosen because the data is raw text (continued pre-training: "
                  "every token trained); --method sft trains it as plain examples instead")  # fmt: skip
@@ -240,7 +247,19 @@ def load_base(setup: Setup) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def held_out(trainer: Any, log: Any, label: str) -> float | None:
+def write_held_out(out: Path, eval_set: list[Any]) -> None:
+    """eval_set.jsonl as conversations (chat and eval read it); preference runs add their pairs."""
+    from tuneforge.data.preferences import as_conversation
+    from tuneforge.data.split import write_jsonl
+    from tuneforge.recipe.methods.preference import write_eval_pairs
+
+    if eval_set and "prompt" in eval_set[0] and isinstance(eval_set[0], dict):
+        write_eval_pairs(out, eval_set)
+        eval_set = [as_conversation(pair) for pair in eval_set]
+    write_jsonl(out / "eval_set.jsonl", eval_set)
+
+
+def held_out(trainer: Any, rows: Any, log: Any, label: str) -> dict[str, float] | None:
     """Held-out loss, or None with a log line when measuring it runs out of memory: a figure is not worth the run."""
     from tuneforge.recipe.oom import unless_out_of_memory
     from tuneforge.recipe.trainer_setup import held_out_loss
@@ -250,13 +269,14 @@ def held_out(trainer: Any, log: Any, label: str) -> float | None:
     loss = unless_out_of_memory(lambda: held_out_loss(trainer), log, skipped, trainer.args.device.type)
     if loss is not None:
         log.info(f"held-out loss, {label}: {loss:.4f} ({time.monotonic() - started:.0f} s)")
-    return None if loss is None else float(loss)
+    return None if loss is None else {"loss": float(loss)}
 
 
 def collect_metrics(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     state, progress = fitted.trainer.state, fitted.progress
     return {
         "method": setup.method.name,
+        "data_sources": setup.data.sources or None,  # a mixture: what each source gave
         "steps": state.global_step,
         "device": setup.device,
         "precision": setup.precision,
@@ -264,8 +284,9 @@ def collect_metrics(setup: Setup, fitted: Fitted) -> dict[str, Any]:
         "eval_examples": fitted.counts[1],
         "loss_history": progress.history,
         "final_train_loss": progress.history[-1]["loss"] if progress.history else None,
-        "eval_loss_before": fitted.before,
-        "eval_loss_after": fitted.after,
+        "eval_loss_before": (fitted.before or {}).get("loss"),
+        "eval_loss_after": (fitted.after or {}).get("loss"),
+        **held_out_figures(fitted),
         "tokens_seen": state.num_input_tokens_seen,
         "tokens_per_s": (state.num_input_tokens_seen - progress.tokens_at_start) / max(fitted.train_time, 1e-9),
         "train_time_s": fitted.train_time,
@@ -274,6 +295,15 @@ def collect_metrics(setup: Setup, fitted: Fitted) -> dict[str, Any]:
         "resumed_from": setup.start.checkpoint.name if setup.start.checkpoint else None,
         "oom_step_downs": fitted.step_downs,
     }
+
+
+def held_out_figures(fitted: Fitted) -> dict[str, Any]:
+    """A method's held-out figures beyond the loss (preference accuracy, margin), before and after."""
+    extra = {k: v for k, v in (fitted.before or {}).items() if k != "loss"}
+    if not extra:
+        return {}
+    after = {k: v for k, v in (fitted.after or {}).items() if k != "loss"}
+    return {"preference": {"before": extra, "after": after or None}}
 
 
 def peak_memory_mb(device: str) -> float:
@@ -292,6 +322,10 @@ def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter
     out, log, resolved = setup.out, setup.log, setup.resolved
     trainer, tokenizer = fitted.trainer, fitted.tokenizer
     trainer.model.save_pretrained(out, state_dict=adapter_state)  # adapter_model.safetensors + adapter_config.json
+    if resolved.config.model.adapter is not None:
+        from tuneforge.recipe.start_adapter import fold_into_saved
+
+        fold_into_saved(out, resolved.config.model.adapter)  # one adapter on the plain base, as chat and serve expect
     results.write_portable_base(out, setup.source)  # the base by its Hub id, not this machine's cache path
     tokenizer.chat_template = chat_template(tokenizer, resolved.config.data.template)  # what training used
     if hasattr(tokenizer, "backend_tokenizer"):
@@ -323,13 +357,22 @@ def log_summary(log: Any, metrics: dict[str, Any], out: Path) -> None:
              f"{metrics['tokens_per_s']:.0f} tokens/s, peak memory {metrics['peak_memory_mb']:.0f} MB")  # fmt: skip
     if metrics["eval_loss_after"] is not None:
         log.info(f"held-out loss: base {metrics['eval_loss_before']:.4f} -> tuned {metrics['eval_loss_after']:.4f}")
+    figures = metrics.get("preference")
+    if figures and figures["after"]:
+        before, after = figures["before"], figures["after"]
+        log.info(f"held-out preference accuracy: start {100 * before['accuracy']:.1f}% -> tuned "
+                 f"{100 * after['accuracy']:.1f}%; margin {before['margin']:+.3f} -> {after['margin']:+.3f} nats")  # fmt: skip
     plot = ", loss.png" if (out / "loss.png").is_file() else ""
     log.info(f"saved adapter, tokenizer, tuneforge.yaml, metrics.json{plot} and README.md in {out}")
 
 
 def try_question(setup: Setup, fitted: Fitted) -> str:
     """A question to try the model on, from the user's own held-out data (never trained on)."""
+    from tuneforge.data.preferences import as_conversation
+
     for conversation in [*fitted.eval_set, *setup.data.conversations]:
+        if isinstance(conversation, dict):  # a preference pair: its prompt is the question
+            conversation = as_conversation(conversation)
         for message in conversation:
             if message.get("role") == "user" and str(message.get("content", "")).strip():
                 text = " ".join(str(message["content"]).split())

@@ -33,11 +33,23 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
     """SFTConfig from the frozen config; `shape` is the batch actually run (smaller after an out-of-memory step-down)."""
     from trl import SFTConfig
 
+    t = cfg.train
+    return SFTConfig(
+        **common_arguments(cfg, device, precision, checkpoint_dir, shape),
+        max_length=None,  # rows are cut to max_seq_length in encode_all, which counts what it cuts
+        padding_free=t.padding_free,  # TRL flattens the batch and passes position_ids; sdpa masks per example
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+    )
+
+
+def common_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkpoint_dir: Path,
+                     shape: BatchShape | None = None) -> dict[str, Any]:  # fmt: skip
+    """The TrainingArguments every method shares: batch, schedule, checkpoints, precision, logging."""
     from tuneforge.recipe.tracking import report_targets
 
     t = cfg.train
     shape = shape or BatchShape(t.batch_size, t.grad_accum)
-    return SFTConfig(
+    return dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=shape.micro_batch,
         per_device_eval_batch_size=shape.micro_batch,
@@ -57,14 +69,13 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
         gradient_checkpointing=t.gradient_checkpointing,
-        max_length=None,  # rows are cut to max_seq_length in encode_all, which counts what it cuts
-        padding_free=t.padding_free,  # TRL flattens the batch and passes position_ids; sdpa masks per example
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
         report_to=report_targets(t.report_to, checkpoint_dir.parent),  # none by default; offline folders
         disable_tqdm=True,  # our rich bar replaces tqdm
         dataloader_num_workers=0,
-        eval_strategy="no",  # held-out loss is measured before and after, not mid-run
+        # held-out loss before and after; mid-run only when asked (a sweep's pruner reads it)
+        eval_strategy="steps" if t.eval_steps else "no",
+        eval_steps=t.eval_steps or None,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config import split_weight
 from tuneforge.models.loading import ModelSource, portable_name
 
 PIPELINE_TAG = "text-generation"
@@ -64,7 +65,12 @@ def data_facts(run_config: dict[str, Any]) -> DataFacts:
     """The training data without local paths: a preset, a Hub dataset, or a local file's name."""
     from tuneforge.presets import DATASET_PRESETS, ONLINE_PRESETS
 
-    spec = str((run_config.get("data") or {}).get("dataset") or "")
+    specs = (run_config.get("data") or {}).get("dataset") or ""
+    if isinstance(specs, list):  # a mixture: each source named the same way, without its weight
+        facts = [data_facts({"data": {"dataset": split_weight(one)[0]}}) for one in specs]
+        return DataFacts("; ".join(f.shown for f in facts), [i for f in facts for i in f.hub_ids],
+                         " ".join(dict.fromkeys(f.licence for f in facts)))  # fmt: skip
+    spec = str(specs)
     if spec in DATASET_PRESETS:
         preset = DATASET_PRESETS[spec]
         return DataFacts(f"tuneforge preset `{spec}`: {preset.description}", [], preset.licence)

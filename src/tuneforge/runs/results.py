@@ -90,6 +90,9 @@ def write_model_card(folder: Path, resolved: Any, source: Any, metrics: dict[str
         ("precision / device", f"{metrics['precision']} / {metrics['device']}"),
         ("held-out loss", f"{metrics['eval_loss_before']:.4f} (base) -> {metrics['eval_loss_after']:.4f} (tuned)"
          if metrics.get("eval_loss_after") is not None else "not measured"),
+        ("method", f"{cfg.train.method}" + (f", starting from the adapter {Path(cfg.model.adapter).name}"
+                                             if cfg.model.adapter else "")),
+        *preference_rows(metrics.get("preference")),
         ("train loss (final)", f"{metrics['final_train_loss']:.4f}"),
         ("speed", f"{metrics['tokens_per_s']:.0f} tokens/s, {metrics['wall_time_s']:.0f} s in all"),
     ]  # fmt: skip
@@ -109,8 +112,21 @@ def write_model_card(folder: Path, resolved: Any, source: Any, metrics: dict[str
 {note}
 {adapter_usage(folder.name, base)}
 {hub_card.licence_section(base, data)}"""
-    fields = hub_card.metadata(base, data, "adapter", "peft", ["lora", "sft", "peft"])
+    fields = hub_card.metadata(base, data, "adapter", "peft", ["lora", cfg.train.method, "peft"])
     (folder / "README.md").write_text(hub_card.render(fields, body), encoding="utf-8")
+
+
+def preference_rows(figures: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Held-out preference accuracy and margin, starting model -> tuned, for a card's table."""
+    if not figures or not figures.get("after"):
+        return []
+    before, after = figures["before"], figures["after"]
+    return [
+        (f"held-out preference accuracy ({after['pairs']} pairs)",
+         f"{100 * before['accuracy']:.1f}% (start) -> {100 * after['accuracy']:.1f}% (tuned)"),
+        ("held-out margin, log p(chosen) - log p(rejected)",
+         f"{before['margin']:+.3f} (start) -> {after['margin']:+.3f} (tuned) nats"),
+    ]  # fmt: skip
 
 
 def adapter_usage(where: str, base: Any, repo: str | None = None) -> str:

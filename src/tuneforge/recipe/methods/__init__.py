@@ -6,6 +6,9 @@ the model, LoRA, recovery, saving):
 - `encode`: how the split conversations become model inputs (rows with labels, pairs, ...);
 - `build_trainer`: which TRL trainer and config run those rows, for one batch shape;
 - `report`: which extra figures the run reports at the end (SFT: a before/after generation check).
+Two more are optional, for methods whose data or held-out figures differ from SFT's:
+- `load`: how the data is read and checked before any model loads (default: conversations);
+- `measure`: held-out figures of the model before and after training (default: the trainer's loss).
 Adding a method is a new module and one line in `method_for`, not a branch in the recipe.
 """
 
@@ -24,13 +27,21 @@ class Method:
     encode: Callable[..., tuple[list[dict[str, Any]], list[dict[str, Any]]]]
     build_trainer: Callable[..., Any]
     report: Callable[..., dict[str, Any] | None]
+    load: Callable[..., Any] | None = None  # (cfg) -> data.LoadedData
+    measure: Callable[..., dict[str, float] | None] | None = None  # (trainer, eval rows, log, label) -> {"loss": ...}
 
 
 def method_for(name: str) -> Method:
     """The method table, imported only when a run starts (TRL is heavy)."""
-    from tuneforge.recipe.methods import pretrain, sft
+    from tuneforge.recipe.methods import dpo, kto, orpo, pretrain, sft
 
-    methods = {"sft": sft.METHOD, "pretrain": pretrain.METHOD}
+    methods = {
+        "sft": sft.METHOD,
+        "pretrain": pretrain.METHOD,
+        "dpo": dpo.METHOD,
+        "orpo": orpo.METHOD,
+        "kto": kto.METHOD,
+    }
     if name not in methods:
         raise UserError(
             f"Training method '{name}' (--method) is not built into this version of tuneforge yet. "

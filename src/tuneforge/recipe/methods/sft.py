@@ -55,7 +55,7 @@ def report(model: Any, tokenizer: Any, eval_set: list[Any], cfg: TuneforgeConfig
     from tuneforge.recipe.oom import unless_out_of_memory
 
     questions = [c for c in eval_set if any(m["role"] == "user" for m in c)]  # plain text has no question
-    if cfg.train.eval_examples == 0 or not questions:
+    if cfg.train.eval_examples == 0 or not cfg.train.quick_eval or not questions:
         return None
     started = time.monotonic()
     skipped = "before/after check: skipped, out of memory (run `tuneforge eval` later with a smaller --batch-size)"

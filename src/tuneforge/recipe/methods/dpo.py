@@ -1,0 +1,38 @@
+"""Direct preference optimization: TRL's DPOTrainer, the reference being the policy with its adapter disabled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trl import DPOTrainer
+
+from tuneforge.config import TuneforgeConfig
+from tuneforge.recipe.checkpointing import CheckpointingMixin
+from tuneforge.recipe.methods import Method
+from tuneforge.recipe.methods import preference as shared
+from tuneforge.recipe.oom import BatchShape
+
+BETA = 0.1  # TRL's default: how far the policy may move from the reference
+
+
+class CheckpointingDPOTrainer(CheckpointingMixin, DPOTrainer):
+    """DPOTrainer with the checkpoint hooks."""
+
+
+def build_trainer(model: Any, tokenizer: Any, datasets: tuple[Any, Any], cfg: TuneforgeConfig, shape: BatchShape,
+                  where: tuple[str, str, Path], callbacks: list[Any], run_config: dict[str, Any]) -> Any:  # fmt: skip
+    from trl import DPOConfig
+
+    from tuneforge.recipe.distributed import apply_strategy
+
+    full = not hasattr(model, "peft_config")  # no adapter to disable: score the reference once, before training
+    args = apply_strategy(DPOConfig(**shared.arguments(cfg, where, shape), beta=BETA,
+                                    precompute_ref_log_probs=full), cfg.train.strategy)  # fmt: skip
+    trainer = CheckpointingDPOTrainer(model=model, args=args, train_dataset=datasets[0], processing_class=tokenizer,
+                                      callbacks=callbacks, keep=cfg.train.save_total_limit, run_config=run_config)  # fmt: skip
+    shared.reference_is_disabled_adapter(trainer.model)
+    return shared.finish(trainer)
+
+
+METHOD = Method("dpo", shared.encode, build_trainer, shared.report, shared.load, shared.measure)

@@ -1,0 +1,114 @@
+"""What DPO, ORPO and KTO share: reading pairs, rows in TRL's conversational form, held-out figures.
+
+TRL's preference trainers tokenize prompt/chosen/rejected themselves with the tokenizer's chat
+template, so `encode` sets the run's template on the tokenizer and hands over the turns. The
+held-out pairs are tokenized here instead, once, for the figures measured before and after
+training (evaluation/preference.py): accuracy, margin and the SFT loss on the chosen answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import TuneforgeConfig
+from tuneforge.errors import UserError
+
+
+def load(cfg: TuneforgeConfig) -> Any:
+    from tuneforge.data.preference_sources import load_preferences
+
+    spec = cfg.data.dataset
+    if not isinstance(spec, str):
+        raise UserError(f"--method {cfg.train.method} reads one preference dataset, not a mixture ({', '.join(spec)}). "
+                        "Join the pair files into one, or name one --dataset.", field="data.dataset")  # fmt: skip
+    return load_preferences(spec, cfg.data, cfg.train.method)
+
+
+def encode(
+    tokenizer: Any, train_set: list[Any], eval_set: list[Any], cfg: TuneforgeConfig, log: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training rows as TRL reads them; held-out pairs as token ids for the figures."""
+    from tuneforge.data.templates import chat_template
+    from tuneforge.evaluation.preference import encode_pairs
+
+    tokenizer.chat_template = chat_template(tokenizer, cfg.data.template)  # what TRL renders with
+    rows = [trl_row(pair) for pair in train_set]
+    if not rows:
+        raise UserError("No training pairs left after holding out the evaluation pairs. Add pairs.")
+    held = encode_pairs(tokenizer, eval_set, cfg.train.max_seq_length, cfg.data.template)
+    log.section("data")
+    kind = "examples (unpaired)" if "label" in train_set[0] else "pairs"
+    log.info(f"{len(train_set)} training {kind}, {len(eval_set)} held out (eval_pairs.jsonl, eval_set.jsonl)")
+    return rows, held
+
+
+def trl_row(pair: dict[str, Any]) -> dict[str, Any]:
+    """A pair (or KTO example) in TRL's conversational form: the answers as one assistant turn each."""
+
+    def answer(text: str) -> list[dict[str, str]]:
+        return [{"role": "assistant", "content": text}]
+
+    if "label" in pair:
+        return {"prompt": pair["prompt"], "completion": answer(pair["completion"]), "label": pair["label"]}
+    return {"prompt": pair["prompt"], "chosen": answer(pair["chosen"]), "rejected": answer(pair["rejected"])}
+
+
+def measure(trainer: Any, held: list[dict[str, Any]], log: Any, label: str) -> dict[str, float] | None:
+    """Held-out preference figures of the model as it is now; 'loss' is the chosen answers' SFT loss."""
+    import time
+
+    from tuneforge.evaluation.preference import score_pairs
+    from tuneforge.recipe.oom import unless_out_of_memory
+
+    started = time.monotonic()
+    skipped = f"held-out preferences, {label}: skipped, out of memory (lower --batch-size to measure them)"
+    bf16 = bool(trainer.args.bf16)
+    figures = unless_out_of_memory(lambda: score_pairs(trainer.model, held, trainer.args.per_device_eval_batch_size,
+                                                       bf16), log, skipped, trainer.args.device.type)  # fmt: skip
+    if figures is not None:
+        log.info(f"held-out preferences, {label}: accuracy {100 * figures['accuracy']:.1f}%, margin "
+                 f"{figures['margin']:+.3f} nats, chosen-answer loss {figures['loss']:.4f} on {figures['pairs']} "
+                 f"pairs ({time.monotonic() - started:.0f} s)")  # fmt: skip
+    return figures
+
+
+def report(model: Any, tokenizer: Any, eval_set: list[Any], cfg: TuneforgeConfig, log: Any) -> dict[str, Any] | None:
+    """No generation check: the before/after preference figures are the report (measured in fit)."""
+    return None
+
+
+def write_eval_pairs(out: Path, pairs: list[dict[str, Any]]) -> None:
+    """The held-out pairs in TRL's conversational form, never trained on, for `tuneforge eval`."""
+    import json
+
+    with (out / "eval_pairs.jsonl").open("w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(trl_row(pair), ensure_ascii=False) + "\n")
+
+
+def arguments(cfg: TuneforgeConfig, where: tuple[str, str, Path], shape: Any) -> dict[str, Any]:
+    """The shared TrainingArguments plus what every TRL preference config reads the same way."""
+    from tuneforge.recipe.trainer_setup import common_arguments
+
+    device, precision, checkpoints = where
+    return {**common_arguments(cfg, device, precision, checkpoints, shape), "max_length": cfg.train.max_seq_length}
+
+
+def finish(trainer: Any) -> Any:
+    """Our progress callback logs instead of the raw-dict printer."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def reference_is_disabled_adapter(model: Any) -> None:
+    """The reference is the starting model: the policy with its adapter disabled, never a copy.
+
+    TRL copies an existing adapter into a 'ref' adapter; ours starts at zero (an earlier adapter is
+    merged into the base first, recipe/start_adapter.py), so that copy equals the disabled adapter.
+    """
+    if "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")
+        model.set_adapter("default")

@@ -1,0 +1,128 @@
+"""Guards preference tuning: every pair shape reads the same, bad pairs stop before a model loads, DPO/ORPO/KTO learn."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import tiny_train_values
+from tuneforge.data.preferences import convert_pairs
+from tuneforge.errors import UserError
+
+PROMPT = [{"role": "user", "content": "Please tell me about fever."}]
+PAIR = {"prompt": PROMPT, "chosen": "Elevated body temperature.", "rejected": "Low body temperature."}
+SHAPES = {
+    "trl strings": {"prompt": "Please tell me about fever.", "chosen": "Elevated body temperature.",
+                    "rejected": "Low body temperature."},
+    "trl turns": {"prompt": PROMPT, "chosen": [{"role": "assistant", "content": "Elevated body temperature."}],
+                  "rejected": [{"role": "assistant", "content": "Low body temperature."}]},
+    "trl implicit prompt": {"chosen": [*PROMPT, {"role": "assistant", "content": "Elevated body temperature."}],
+                            "rejected": [*PROMPT, {"role": "assistant", "content": "Low body temperature."}]},
+    "llama-factory sharegpt": {"conversations": [{"from": "human", "value": "Please tell me about fever."}],
+                               "chosen": {"from": "gpt", "value": "Elevated body temperature."},
+                               "rejected": {"from": "gpt", "value": "Low body temperature."}},
+    "llama-factory alpaca": {"instruction": "Please tell me about fever.", "chosen": "Elevated body temperature.",
+                             "rejected": "Low body temperature."},
+    "alpaca ranked output": {"instruction": "Please tell me about fever.",
+                             "output": ["Elevated body temperature.", "Low body temperature."]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_pair_shape_reads_as_the_same_pair(shape):
+    pairs, _ = convert_pairs([("p.jsonl:1", SHAPES[shape])], "auto", {}, "dpo")
+    assert pairs == [PAIR]
+
+
+def test_bad_pairs_name_the_line_and_field():
+    kto = {"prompt": "q", "completion": "a", "label": True}
+    assert convert_pairs([("k.jsonl:1", kto)], "auto", {}, "kto")[0] == [
+        {"prompt": [{"role": "user", "content": "q"}], "completion": "a", "label": True}
+    ]
+    cases = [
+        (
+            {**SHAPES["trl strings"], "rejected": "Elevated body temperature."},
+            "dpo",
+            "field 'rejected': equals 'chosen'",
+        ),
+        ({"prompt": "q", "chosen": "a"}, "dpo", "field 'rejected': missing"),
+        ({**kto, "label": "maybe"}, "kto", "field 'label': expected true or false"),
+        (kto, "dpo", "only --method kto can learn from"),
+        ({"instruction": "q", "output": "a"}, "orpo", "needs preference data"),
+    ]
+    for row, method, needle in cases:
+        with pytest.raises(UserError) as caught:
+            convert_pairs([("f.jsonl:7", row)], "auto", {}, method)
+        assert "f.jsonl:7" in str(caught.value) and needle in str(caught.value), (needle, str(caught.value))
+
+
+def test_dpo_on_an_sft_file_exits_2_naming_the_columns(tmp_path, tiny_dataset, tiny_model_dir, monkeypatch):
+    """Before any model loads, and with no traceback."""
+    from typer.testing import CliRunner
+
+    from tuneforge import cli
+    from tuneforge.models import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    args = ["train", "--method", "dpo", "--dataset", str(tiny_dataset), "--model", str(tiny_model_dir),
+            "--output-dir", str(tmp_path / "r")]  # fmt: skip
+    result = CliRunner().invoke(cli.app, args)
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "Traceback" not in message, message
+    for needle in (f"{tiny_dataset}:1", "SFT data", "'prompt', 'chosen' and 'rejected'", "--method sft"):
+        assert needle in message, (needle, message)
+
+
+def test_medical_preferences_pairs_each_term_with_a_sibling():
+    """One pair per medical-terms row, same order and question, so both presets hold out the same terms."""
+    from tuneforge.data.hpo import hpo_obo_path, read_terms, term_to_messages
+    from tuneforge.data.hpo_pairs import build_pairs, parents_of
+
+    path = hpo_obo_path()
+    terms = read_terms(path)
+    parents = parents_of(path.read_text(encoding="utf-8"))
+    pairs = build_pairs(terms, parents)
+    assert len(pairs) == len(terms) > 16000
+    by_definition = {t["definition"]: t["id"] for t in terms}
+    siblings = 0
+    for term, pair in zip(terms[:500], pairs[:500]):
+        assert pair["prompt"] == term_to_messages(term)[:1] and pair["chosen"] == term["definition"]
+        assert pair["rejected"] != pair["chosen"]
+        siblings += bool(set(parents[by_definition[pair["rejected"]]]) & set(parents[term["id"]]))
+    assert siblings > 450  # the rest take a parent's sibling
+
+
+def preference_file(path, count=64):
+    """Real HPO definitions as chosen; a fixed evasive answer as rejected, which a tiny model can learn to avoid."""
+    from tuneforge.data.hpo_pairs import load_medical_preferences
+
+    pairs = [p for p in load_medical_preferences()[0] if len(p["chosen"]) < 160][:count]
+    with path.open("w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps({**pair, "rejected": "I do not know, sorry. Ask someone else about it."}) + "\n")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dpo", "orpo", "kto"])
+def test_each_method_learns_the_preference(method, tmp_path, tiny_model_dir):
+    from tuneforge.commands.train import run_train
+
+    data, out = preference_file(tmp_path / "prefs.jsonl"), tmp_path / "results"
+    overrides = {"train.method": method, "train.learning_rate": 2e-2, "train.max_steps": 16, "data.val_size": 16}
+    metrics = run_train(tiny_train_values(tiny_model_dir, data, out, **overrides))
+    losses = [h["loss"] for h in metrics["loss_history"]]
+    assert losses[-1] < losses[0], losses
+    before, after = metrics["preference"]["before"], metrics["preference"]["after"]
+    if method == "orpo":  # its SFT term moves first: 16 tiny steps lower the chosen answers' loss
+        assert metrics["eval_loss_after"] < metrics["eval_loss_before"], metrics
+    else:
+        assert after["margin"] > before["margin"] + 1 and after["accuracy"] >= before["accuracy"], (before, after)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["method"] == method and saved["preference"]["after"] == after
+    held = [json.loads(line) for line in (out / "eval_pairs.jsonl").read_text().splitlines()]
+    assert len(held) == 16 and set(held[0]) == {"prompt", "chosen", "rejected"}
+    assert json.loads((out / "eval_set.jsonl").read_text().splitlines()[0])["messages"][-1]["role"] == "assistant"
+    card = (out / "README.md").read_text()
+    assert f"| method | {method} |" in card and "held-out preference accuracy (16 pairs)" in card
