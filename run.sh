@@ -5,6 +5,7 @@
 #   ./run.sh setup        only set up
 #   ./run.sh test         set up with the test extras, then run the whole test suite (pytest args pass through)
 #   ./run.sh lint         set up with the test extras, then ruff (lint, format), mypy and the import layers
+#   ./run.sh studio       set up, then open the studio page on http://127.0.0.1:7860 (flags pass through)
 # Environment variables (MODEL, DATASET, BATCH_SIZE, MAX_STEPS, ...) pass through to tuneforge.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,7 +15,7 @@ TORCH_CPU_VERSION="2.13.0"  # the CPU build that resolves without a multi-GB CUD
 
 mode="train"
 case "${1:-}" in
-  setup | test | lint) mode="$1"; shift ;;
+  setup | test | lint | studio) mode="$1"; shift ;;
 esac
 
 say() { printf '\033[1m[tuneforge]\033[0m %s\n' "$*"; }
@@ -101,5 +102,6 @@ case "$mode" in
     say "ruff format --check"; "$VENV/bin/ruff" format --check src tests benchmarks scripts
     say "mypy (strict for the recipe and the run folder)"; "$VENV/bin/mypy" src/tuneforge
     say "import layers"; "$VENV/bin/lint-imports" ;;
+  studio) exec "$VENV/bin/tuneforge" studio "$@" ;;
   train) exec "$VENV/bin/tuneforge" train "$@" ;;
 esac

@@ -243,3 +243,23 @@ def test_mixture_weights_are_checked_once_and_drift_covers_them(tmp_path):
     assert drift(first, settings("a.jsonl", "medical-terms:0.3"), manifest, 1) == []
     changed = drift(first, settings("a.jsonl", "medical-terms:0.5"), manifest, 1)
     assert [row[0] for row in changed] == ["data.dataset"]
+
+
+def test_the_tokenized_cache_is_reused_and_never_stale(tmp_path, tokenizer):
+    from tuneforge.data.token_cache import encode_cached
+
+    conversations = load_conversations(str(write_jsonl(tmp_path / "p.jsonl", [PARTS_ROW] * 3))).conversations
+    first, stats, hit = encode_cached(tokenizer, conversations, 256, tmp_path)
+    assert not hit and len(first) == 3 and stats.examples == 3 and stats.truncated == 0
+    again, stats_again, hit = encode_cached(tokenizer, conversations, 256, tmp_path)
+    assert hit and again["input_ids"] == first["input_ids"] and stats_again == stats
+    assert trained_text(tokenizer, again[0]) == trained_text(
+        tokenizer, encode_conversation(tokenizer, conversations[0], 256)
+    )
+    changed = [list(c) for c in conversations]
+    changed[1][-1] = dict(changed[1][-1], content="A muscle.")
+    assert not encode_cached(tokenizer, changed, 256, tmp_path)[2], "a changed file is a new key"
+    other = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    other.add_tokens(["bursa"])
+    assert not encode_cached(other, conversations, 256, tmp_path)[2], "a changed tokenizer is a new key"
+    assert not encode_cached(tokenizer, conversations, 200, tmp_path)[2], "changed settings are a new key"

@@ -74,6 +74,19 @@ def test_dpo_on_an_sft_file_exits_2_naming_the_columns(tmp_path, tiny_dataset, t
         assert needle in message, (needle, message)
 
 
+def test_data_check_shows_one_pair_with_the_scored_tokens(tmp_path, tiny_model_dir, capsys):
+    from tuneforge.commands.data_check import run_data_check
+
+    data = preference_file(tmp_path / "prefs.jsonl", count=8)
+    values = {"train.method": "kto", "data.dataset": str(data), "model.name": str(tiny_model_dir), "data.val_size": 4}
+    report = run_data_check(values)
+    pair = report["pair"]
+    assert report["format"] == "trl" and report["split"] == {"train": 4, "held_out": 4}
+    assert pair["prompt"]["text"].endswith("<|im_start|>assistant\n") and pair["chosen"]["tokens"] > 5
+    assert pair["rejected"]["text"] == "I do not know, sorry. Ask someone else about it.<|im_end|>\n"
+    assert "⟦I do not know, sorry." in capsys.readouterr().out
+
+
 def test_medical_preferences_pairs_each_term_with_a_sibling():
     """One pair per medical-terms row, same order and question, so both presets hold out the same terms."""
     from tuneforge.data.hpo import hpo_obo_path, read_terms, term_to_messages
@@ -111,6 +124,8 @@ def test_each_method_learns_the_preference(method, tmp_path, tiny_model_dir):
 
     data, out = preference_file(tmp_path / "prefs.jsonl"), tmp_path / "results"
     overrides = {"train.method": method, "train.learning_rate": 2e-2, "train.max_steps": 16, "data.val_size": 16}
+    if method == "kto":  # and DoRA (peft's use_dora) through the same path
+        overrides["train.finetune"] = "dora"
     metrics = run_train(tiny_train_values(tiny_model_dir, data, out, **overrides))
     losses = [h["loss"] for h in metrics["loss_history"]]
     assert losses[-1] < losses[0], losses
@@ -124,5 +139,39 @@ def test_each_method_learns_the_preference(method, tmp_path, tiny_model_dir):
     held = [json.loads(line) for line in (out / "eval_pairs.jsonl").read_text().splitlines()]
     assert len(held) == 16 and set(held[0]) == {"prompt", "chosen", "rejected"}
     assert json.loads((out / "eval_set.jsonl").read_text().splitlines()[0])["messages"][-1]["role"] == "assistant"
+    assert json.loads((out / "adapter_config.json").read_text())["use_dora"] == (method == "kto")
     card = (out / "README.md").read_text()
     assert f"| method | {method} |" in card and "held-out preference accuracy (16 pairs)" in card
+    if method == "dpo":  # `tuneforge eval` reports the same pairs, base (adapter disabled) against tuned
+        from tuneforge.commands.evaluate import run_eval
+
+        result = run_eval(out, limit=2, max_new_tokens=4)
+        assert result["preference"]["tuned"]["accuracy"] == pytest.approx(after["accuracy"])
+        assert "preference accuracy (16 held-out pairs)" in (out / "eval" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_interrupted_dpo_run_resumes_to_the_same_adapter(monkeypatch, tmp_path, tiny_model_dir):
+    """Exact resume holds for DPO too; a changed method is refused with the drift table."""
+    from tests.conftest import adapter_diff, stop_training_at
+    from tuneforge.commands.train import run_train
+    from tuneforge.errors import Stopped
+
+    data = preference_file(tmp_path / "prefs.jsonl", count=40)
+    run = {"train.method": "dpo", "train.max_steps": 8, "train.save_steps": 4, "lora.dropout": 0.1,
+           "train.logging_steps": 1, "data.val_size": 8}  # fmt: skip
+    reference, out = tmp_path / "reference", tmp_path / "results"
+    run_train(tiny_train_values(tiny_model_dir, data, reference, **run))
+    with monkeypatch.context() as patch:
+        stop_training_at(patch, 5)
+        with pytest.raises(Stopped):
+            run_train(tiny_train_values(tiny_model_dir, data, out, **run))
+    with pytest.raises(UserError) as changed:
+        run_train(tiny_train_values(tiny_model_dir, data, out, **{**run, "train.method": "orpo"}))
+    assert "train.method" in str(changed.value) and "dpo" in str(changed.value) and "orpo" in str(changed.value)
+    metrics = run_train(tiny_train_values(tiny_model_dir, data, out, **run))
+    assert metrics["resumed_from"] == "checkpoint-5" and adapter_diff(reference, out) <= 1e-6
+    history = [(e["step"], e["loss"]) for e in metrics["loss_history"]]
+    assert history == [
+        (e["step"], e["loss"]) for e in json.loads((reference / "metrics.json").read_text())["loss_history"]
+    ]

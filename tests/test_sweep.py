@@ -106,3 +106,35 @@ def test_bad_search_spaces_storage_and_workers_exit_2_naming_them(tmp_path, tiny
     assert result.exit_code == 2 and "--workers 500 needs about" in " ".join(result.output.split()), result.output
     result = runner.invoke(app, [*base, "--no-such-flag", "1"])
     assert result.exit_code == 2 and "no-such-flag" in result.output
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_to_the_same_number_of_trials(tmp_path, tiny_model_dir, tiny_dataset, space):
+    import signal
+    import time
+
+    out = tmp_path / "sweep"
+    args = sweep_args(tiny_model_dir, tiny_dataset, out, space, "--trials", "3", "--pruner", "none")
+    args[args.index("--trial-steps") + 1] = "6"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    first = subprocess.Popen([sys.executable, "-m", "tuneforge", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoint = out / "trials" / "trial-1" / "checkpoints" / "checkpoint-2"
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.is_dir(), "trial 1 never saved its first checkpoint"
+    first.send_signal(signal.SIGKILL)  # the sweep dies at once; its trial child gets SIGTERM and saves
+    first.wait()
+    result = run_cli(args, tmp_path)  # the same command again
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trials 1 were cut off" in result.stdout
+    with (out / "trials.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["state"] for r in rows].count("complete") == 3
+    assert [(r["state"], r["folder"]) for r in rows if r["folder"] == "trial-1"] == [
+        ("fail", "trial-1"),
+        ("complete", "trial-1"),
+    ]
+    resumed = json.loads((out / "trials" / "trial-1" / "metrics.json").read_text())
+    assert resumed["resumed_from"] is not None and resumed["steps"] == 6  # from its checkpoint, not from zero

@@ -109,6 +109,8 @@ def train(
     drop_long: DropLongOpt = None,
     packing: Annotated[Optional[bool], _opt("train.padding_free", "--packing/--no-packing")] = None,
     load_in_4bit: Annotated[Optional[bool], _opt("model.load_in_4bit", "--load-in-4bit/--no-load-in-4bit")] = None,
+    finetune: Annotated[Optional[str], _opt("train.finetune", "--finetune")] = None,
+    adapter: Annotated[Optional[Path], _opt("model.adapter", "--adapter")] = None,
     save_steps: Annotated[Optional[int], _opt("train.save_steps")] = None,
     save_total_limit: Annotated[Optional[int], _opt("train.save_total_limit")] = None,
     group_by_length: Annotated[Optional[bool], _opt("train.group_by_length", "--group-by-length")] = None,
@@ -211,7 +213,7 @@ _TRAIN_KEYS = {
     "model.load_in_4bit": "load_in_4bit", "train.save_steps": "save_steps",
     "train.save_total_limit": "save_total_limit", "data.format": "data_format", "data.map": "data_map",
     "data.split": "dataset_split", "data.template": "template", "data.val_size": "val_size",
-    "data.drop_long": "drop_long",
+    "data.drop_long": "drop_long", "train.finetune": "finetune", "model.adapter": "adapter",
 }  # fmt: skip
 
 
@@ -277,6 +279,12 @@ def chat(
     model: Annotated[
         Optional[str], typer.Option("--model", help="Base model; default: the one the adapter was trained on.")
     ] = None,
+    tools: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--tools", help="JSON file of tools (OpenAI shape) the model may call; calls are printed as tool_calls."
+        ),
+    ] = None,
     skip_checksums: SkipChecksums = False,
     debug: Debug = False,
 ) -> None:
@@ -286,7 +294,7 @@ def chat(
         from tuneforge.commands.chat import run_chat
 
         checksums = not skip_checksums
-        run_chat(adapter, prompt, base, max_new_tokens, checksums, base_model=model)
+        run_chat(adapter, prompt, base, max_new_tokens, checksums, base_model=model, tools_file=tools)
 
     _guard(go, debug)
 
@@ -303,6 +311,43 @@ def doctor(
         from tuneforge.commands.doctor import run_doctor
 
         run_doctor(json_out=as_json, model=model)
+
+    _guard(go, debug)
+
+
+@app.command()
+def studio(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; beyond 127.0.0.1 a --token is required.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the page (0: any free one).")] = 7860,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder holding one results folder per run.")] = Path(
+        "runs"
+    ),
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data-dir", help="The studio's own files: jobs, uploads, exports (default: <runs-dir>/.studio)."
+        ),
+    ] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            "--token",
+            help="Token for state-changing requests (default: a new one per launch; env TUNEFORGE_STUDIO_TOKEN).",
+        ),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Train, watch, compare, chat and export from a local web page (http://127.0.0.1:7860), offline."""
+
+    def go() -> None:
+        from tuneforge.commands.studio import run_studio
+
+        run_studio(host, port, runs_dir, data_dir, token, open_browser)
 
     _guard(go, debug)
 

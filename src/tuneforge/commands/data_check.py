@@ -31,8 +31,13 @@ def check_data(cfg, as_json: bool = False, method_source: str = "default") -> di
     from tuneforge.data.blocks import encode_documents
     from tuneforge.data.split import split_heldout
     from tuneforge.models.loading import load_tokenizer, resolve_model
+    from tuneforge.presets import PREFERENCE_METHODS
     from tuneforge.recipe.methods import auto_method
 
+    if cfg.train.method in PREFERENCE_METHODS:
+        from tuneforge.commands.preference_check import check_preferences
+
+        return check_preferences(cfg, as_json)
     data = load_conversations(cfg.data.dataset, data=cfg.data)
     train_set, held = split_heldout(data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed)
     tokenizer = load_tokenizer(resolve_model(cfg.model.name), cfg.model.trust_remote_code)
@@ -50,12 +55,13 @@ def check_data(cfg, as_json: bool = False, method_source: str = "default") -> di
 
 
 def build_report(tokenizer, data, split: tuple[list, list], cfg) -> dict[str, Any]:
-    from tuneforge.data.encode import encode_all
     from tuneforge.data.templates import template_label
+    from tuneforge.data.token_cache import encode_cached
+    from tuneforge.models.loading import cache_root
 
     max_len, template = cfg.train.max_seq_length, cfg.data.template
     train_set, held = split
-    rows, stats = encode_all(tokenizer, train_set, max_len, template, cfg.data.drop_long)
+    rows, stats, _ = encode_cached(tokenizer, train_set, max_len, cache_root(), template, cfg.data.drop_long)
     over = sum(length > max_len for length in stats.lengths)
     return {
         "dataset": cfg.data.dataset,

@@ -61,6 +61,8 @@ def _evaluate(run: Any, dataset: Path | None, limit: int | None, as_json: bool, 
     with _progress(console, 2 * len(examples)) as advance:
         result = evaluate_both(tuned_model, tokenizer, examples, settings, advance)
     result["run"] = {"adapter": str(adapter), "base_model": run.source.name, "eval_set": str(eval_path)}
+    if dataset is None and (adapter / "eval_pairs.jsonl").is_file():
+        add_preference_figures(result, tuned_model, tokenizer, adapter / "eval_pairs.jsonl", run.max_length)
     files = write_report(report_dir, result, run.training.get("loss_history", []))
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -68,6 +70,23 @@ def _evaluate(run: Any, dataset: Path | None, limit: int | None, as_json: bool, 
         console.print(format_comparison_table(result))
     console.print(f"Report: {files['html']} (also report.md, metrics.json and PNG charts in {files['html'].parent})")
     return result
+
+
+def add_preference_figures(result: dict[str, Any], model: Any, tokenizer: Any, pairs_file: Path,
+                           max_length: int) -> None:  # fmt: skip
+    """A preference run's held-out pairs: accuracy and margin of the base (adapter disabled) and the tuned model."""
+    from tuneforge.data.preferences import convert_pairs
+    from tuneforge.data.readers import read_rows
+    from tuneforge.evaluation.preference import encode_pairs, score_pairs
+
+    pairs, _ = convert_pairs(read_rows(pairs_file), "trl", {}, "dpo")
+    rows = encode_pairs(tokenizer, pairs, max_length, None)  # the saved tokenizer carries the run's template
+    with model.disable_adapter():
+        base = score_pairs(model, rows)
+    tuned = score_pairs(model, rows)
+    if base is None or tuned is None:
+        return
+    result["preference"] = {"base": base, "tuned": tuned, "pairs": tuned["pairs"]}
 
 
 def _check_positive(flag: str, value: int) -> None:

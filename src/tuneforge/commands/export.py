@@ -46,6 +46,7 @@ def run_export(
 
 
 def _export(plan: ExportPlan, fmt: str, ollama: str | None = None) -> Path:
+    from tuneforge.disk_faults import writing
     from tuneforge.export.ollama import check_request
 
     check_request(ollama, fmt)  # a bad name fails before the weights load, not after the export
@@ -56,7 +57,8 @@ def _export(plan: ExportPlan, fmt: str, ollama: str | None = None) -> Path:
 
     merged, tokenizer = load_merged(plan.adapter, plan.source)
     console.print("Adapter merged into the base weights (peft merge_and_unload).")
-    with staged_folder(plan.out) as staging:
+    # a full disk: one paragraph, and the hidden half-written folder is removed on the way out
+    with writing(f"the {kind} export", plan.out.parent), staged_folder(plan.out) as staging:
         write = write_hf if fmt == "hf" else write_gguf_export
         files = write(plan, merged, tokenizer, staging)
         from tuneforge.export.model_card import write_export_card

@@ -10,6 +10,7 @@ the span, so the model learns to stop. Plain-text rows (role 'text') train on ev
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +122,17 @@ def encode_conversation(
 def encode_all(
     tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int,
     template: str | None = None, drop_long: bool = False,
-):  # fmt: skip
+) -> tuple[list[dict[str, Any]], EncodeStats]:  # fmt: skip
     """Encode every conversation; count truncated ones (or drop them) and drop those with nothing to learn."""
-    rows, stats = [], EncodeStats()
+    stats = EncodeStats()
+    return list(iter_encoded(tokenizer, conversations, max_length, stats, template, drop_long)), stats
+
+
+def iter_encoded(
+    tokenizer: Any, conversations: Iterable[list[dict[str, Any]]], max_length: int, stats: EncodeStats,
+    template: str | None = None, drop_long: bool = False,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The rows one by one (token_cache.py writes them to Arrow as they come), counting into `stats`."""
     for messages in conversations:
         row = encode_conversation(tokenizer, messages, max_length, template)
         stats.examples += 1
@@ -136,5 +145,4 @@ def encode_all(
         if all(label == IGNORE for label in row["labels"]):
             stats.dropped += 1
             continue
-        rows.append(row)
-    return rows, stats
+        yield row

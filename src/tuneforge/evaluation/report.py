@@ -39,6 +39,18 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if info.key in result["tuned"]:
             base, tuned, diff = (result[part][info.key] for part in ("base", "tuned", "diff"))
             rows.append((info.label, f"{base:.{info.digits}f}", f"{tuned:.{info.digits}f}", f"{diff:+.{info.digits}f}"))
+    return rows + preference_rows(result.get("preference"))
+
+
+def preference_rows(figures: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """A preference run's held-out pairs (evaluation/preference.py), base (adapter disabled) against tuned."""
+    if not figures:
+        return []
+    rows = []
+    for key, label, digits in (("accuracy", f"preference accuracy ({figures['pairs']} held-out pairs)", 4),
+                               ("margin", "margin, log p(chosen) - log p(rejected)", 3)):  # fmt: skip
+        base, tuned = figures["base"][key], figures["tuned"][key]
+        rows.append((label, f"{base:.{digits}f}", f"{tuned:.{digits}f}", f"{tuned - base:+.{digits}f}"))
     return rows
 
 
@@ -115,8 +127,9 @@ def _base64(path: Path) -> str:
 
 def _direction(label: str, diff: str) -> str:
     """CSS class of a difference cell: 'better', 'worse' or '' (no change, or no better direction)."""
-    info = next(m for m in METRICS if m.label == label)
+    info = next((m for m in METRICS if m.label == label), None)
+    higher_is_better = True if info is None else info.higher_is_better  # preference rows: more is better
     value = float(diff)
-    if info.higher_is_better is None or value == 0:
+    if higher_is_better is None or value == 0:
         return ""
-    return "better" if (value > 0) == info.higher_is_better else "worse"
+    return "better" if (value > 0) == higher_is_better else "worse"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.disk_faults import writing
 from tuneforge.errors import UserError
 from tuneforge.presets import MODEL_PRESETS, ModelPreset
 
@@ -79,13 +80,33 @@ def ensure_preset_cached(name: str, log=print) -> Path:
     log(f"First use of {name}: converting the embedded GGUF to a cached copy in {target} (about 20 s, once).")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        _convert_gguf(gguf_dir, preset.gguf_file or "", staging)
+        with writing(f"the model cache's copy of {name}", target.parent, cleanup=staging):
+            _convert_gguf(gguf_dir, preset.gguf_file or "", staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def check_cache_writable(source: ModelSource) -> None:
+    """A preset's first use writes its converted copy to the cache: a read-only TUNEFORGE_CACHE fails now, not mid-load."""
+    target = Path(source.path)
+    if source.kind != "preset" or (target / "model.safetensors").is_file():
+        return
+    root = cache_root()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=target.parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(
+            f"The model cache {root} can't be written ({exc.strerror or exc}); the first use of {source.name} "
+            "saves a converted copy there. Point TUNEFORGE_CACHE at a folder you can write, e.g. "
+            "export TUNEFORGE_CACHE=~/tuneforge-cache, or make this one writable, then run the same command again."
+        ) from None
 
 
 def _package_dir(preset: ModelPreset) -> Path:

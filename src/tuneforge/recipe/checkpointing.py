@@ -20,6 +20,7 @@ from typing import Any
 
 from trl import SFTTrainer
 
+from tuneforge import disk_faults
 from tuneforge.recipe.distributed import is_main_process
 from tuneforge.runs import checkpoint_store
 
@@ -40,6 +41,7 @@ class CheckpointingMixin:
     def __init__(self, *args: Any, keep: int, run_config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keep, self.run_config = keep, run_config
+        self.home = results_identity(Path(str(self.args.output_dir)).parent)  # the results folder this run started in
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         parent = super()._save_checkpoint  # type: ignore[misc]  # the Trainer's, after this mixin
@@ -59,10 +61,29 @@ class CheckpointingSFTTrainer(CheckpointingMixin, SFTTrainer):
     """SFTTrainer with the checkpoint hooks."""
 
 
+def results_identity(out: Path) -> tuple[int, int] | None:
+    """Rank 0 remembers which folder it writes into; a folder renamed or removed later is caught at the next save."""
+    if not is_main_process() or not out.is_dir():
+        return None
+    return disk_faults.identity(out)
+
+
 def save_atomically(trainer: Any, save: Callable[[], None]) -> None:
-    """Let the Trainer write into `.staging-N/`, then commit it as `checkpoint-N` once every rank is done."""
+    """Let the Trainer write into `.staging-N/`, then commit it as `checkpoint-N` once every rank is done.
+
+    A full or read-only disk becomes one paragraph naming the checkpoint to resume from; the
+    half-written staging folder is removed at once, so its space comes back.
+    """
     final_root, step = Path(trainer.args.output_dir), trainer.state.global_step
     staging = checkpoint_store.staging_root(final_root, step)
+    what = f"checkpoint-{step}"
+    # before the Trainer's makedirs could recreate a removed results folder and write half a run there
+    disk_faults.check_still_there(final_root.parent, getattr(trainer, "home", None), what)
+    with checkpoint_store.writing_run(what, final_root.parent, cleanup=staging):
+        _save_and_commit(trainer, save, final_root, staging, step)
+
+
+def _save_and_commit(trainer: Any, save: Callable[[], None], final_root: Path, staging: Path, step: int) -> None:
     trainer.args.output_dir = str(staging)
     try:
         save()

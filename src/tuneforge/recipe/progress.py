@@ -34,14 +34,20 @@ class ProgressCallback(TrainerCallback):
         self.tokens_at_start = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        # a resumed run carries the earlier steps' log in its state: the curve and metrics stay whole
+        self.adopt(state)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
+        self._last = (time.monotonic(), state.num_input_tokens_seen)
+
+    def adopt(self, state: Any) -> None:
+        """A resumed run carries the earlier steps' log in its state: the curve and metrics stay whole.
+
+        Also called without training when the checkpoint already holds the last step (recipe/recovery.py).
+        """
         self.history = [entry for entry in self.history if entry["step"] <= state.global_step]
         if not self.history:
             self.history = [resumed_entry(e) for e in state.log_history if "loss" in e]
         self.tokens_at_start = state.num_input_tokens_seen  # a resumed run counts only its own tokens/s
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
-        self._last = (time.monotonic(), state.num_input_tokens_seen)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.bar.update(self.task, completed=state.global_step)

@@ -44,6 +44,8 @@ def train_with_recovery(build: Callable[[BatchShape], Any], handover: list[Any],
     """
     step_downs: list[dict[str, Any]] = []
     trainer = handover.pop()
+    if checkpoint is not None and finished_in(checkpoint, trainer):
+        return trainer, shape, step_downs
     while True:
         stop, phase = StopOnSignal(log), OptimizerPhase()
         trainer.add_callback(stop)
@@ -53,6 +55,7 @@ def train_with_recovery(build: Callable[[BatchShape], Any], handover: list[Any],
                 trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except Exception as exc:  # noqa: BLE001 - anything but out-of-memory is re-raised at once
             if not is_out_of_memory(exc):
+                stop_progress(trainer)  # a live progress bar would draw over the error paragraph
                 raise
             if world_size() > 1:
                 raise oom_under_ddp(device, shape) from None
@@ -72,6 +75,30 @@ def train_with_recovery(build: Callable[[BatchShape], Any], handover: list[Any],
             {"step": failed_at, "from": shape.micro_batch, "to": smaller.micro_batch, "grad_accum": smaller.grad_accum}
         )
         shape, trainer = smaller, build(smaller)
+
+
+def finished_in(checkpoint: Path, trainer: Any) -> bool:
+    """A checkpoint at the last step holds the whole training: load it instead of calling train() again.
+
+    The Trainer resumes by skipping the batches already seen in the current epoch; when the last
+    step does not end an epoch, it then trains one batch past max_steps, so the resumed adapter
+    differed from an uninterrupted run's. The weights and state come from the checkpoint as they
+    would in train(), and the callbacks that keep the loss curve read the state the same way.
+    """
+    from transformers import TrainerState
+
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        return False  # sharded weights load inside train(); left to it
+    state_file = checkpoint / "trainer_state.json"
+    state = TrainerState.load_from_json(str(state_file))
+    if state.global_step < trainer.args.max_steps:
+        return False
+    trainer._load_from_checkpoint(str(checkpoint))  # the adapter's weights, as train() loads them
+    trainer.state = state
+    for callback in trainer.callback_handler.callbacks:
+        if hasattr(callback, "adopt"):
+            callback.adopt(state)
+    return True
 
 
 def keep_last_good_state(trainer: Any, in_optimizer_step: bool, log: Any) -> Path | None:

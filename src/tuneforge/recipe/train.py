@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config import wants_four_bit
 from tuneforge.config_resolve import ResolvedConfig
 from tuneforge.errors import UserError
 from tuneforge.recipe.methods import AUTO_PRETRAIN, Method, auto_method, method_for
@@ -67,12 +68,15 @@ class Fitted:
 
 def run_recipe(resolved: ResolvedConfig, flags: ResumeFlags | None = None) -> dict[str, Any]:
     from tuneforge.recipe.distributed import results_folder_lock
+    from tuneforge.runs.checkpoint_store import writing_run
 
     with results_folder_lock(resolved.config.train.output_dir):  # one writer per folder, before anything loads
         setup = prepare(resolved, flags or ResumeFlags(), method_for(resolved.config.train.method))
         try:
-            fitted = fit(setup)
-            return save(setup, fitted)
+            # a full disk, a read-only folder or one removed mid-run: one paragraph, also the log's last line
+            with writing_run("the results", setup.out, log=setup.log):
+                fitted = fit(setup)
+                return save(setup, fitted)
         finally:
             setup.log.close()
 
@@ -81,7 +85,7 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     """Every check that can fail on bad input, in seconds, before any model loads."""
     from tuneforge.data import load_conversations
     from tuneforge.machine.devices import check_four_bit, pick_device, pick_precision, prepare_environment
-    from tuneforge.models.loading import resolve_model
+    from tuneforge.models.loading import check_cache_writable, resolve_model
     from tuneforge.recipe.distributed import output_for_rank, setup_rank
     from tuneforge.recipe.start_adapter import check_start_adapter
     from tuneforge.recipe.tracking import check_tracker
@@ -90,11 +94,12 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     cfg = resolved.config
     device = pick_device(cfg.train.device, resolved.hardware)
     precision = pick_precision(cfg.train.precision, device)
-    check_four_bit(cfg.model.load_in_4bit, device)
+    check_four_bit(wants_four_bit(cfg), device)
     check_tracker(cfg.train.report_to)
     prepare_environment(device)
     setup_rank(device)
     source = resolve_model(cfg.model.name)
+    check_cache_writable(source)
     check_start_adapter(cfg.model.adapter, cfg.model.name)
     data = method.load(cfg) if method.load else load_conversations(cfg.data.dataset, data=cfg.data)
     if not data.conversations:
@@ -115,6 +120,7 @@ def fit(setup: Setup) -> Fitted:
     from tuneforge.recipe.recovery import train_with_recovery
     from tuneforge.recipe.start_adapter import merge_start_adapter
     from tuneforge.recipe.trainer_setup import add_lora, as_datasets
+    from tuneforge.runs.checkpoint_store import writing_run
 
     cfg, log = setup.resolved.config, setup.log
     log_setup(setup)
@@ -122,7 +128,8 @@ def fit(setup: Setup) -> Fitted:
         setup.data.conversations, cfg.data.eval_fraction, cfg.data.eval_min, cfg.train.seed
     )
     if is_main_process():
-        write_held_out(setup.out, eval_set)
+        with writing_run("eval_set.jsonl", setup.out):
+            write_held_out(setup.out, eval_set)
     if (note := heldout_note(len(eval_set))) is not None:
         log.info(f"warning: {note}")
     model, tokenizer = load_base(setup)
@@ -158,7 +165,9 @@ def fit(setup: Setup) -> Fitted:
 
 def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     """The method's figures, then rank 0 writes the results folder and marks the run finished."""
+    from tuneforge.disk_faults import check_still_there
     from tuneforge.recipe.distributed import gathered_state_dict, is_main_process, plain_copies, run_shape
+    from tuneforge.runs.checkpoint_store import writing_run
     from tuneforge.runs.manifest import write_results_manifest
     from tuneforge.runs.resume import write_marker
 
@@ -170,9 +179,11 @@ def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     adapter_state = gathered_state_dict(fitted.trainer, cfg.train.strategy)  # all ranks join; FSDP/ZeRO-3 only
     if not is_main_process():
         return metrics
-    write_results(setup, fitted, metrics, adapter_state)
-    write_results_manifest(setup.out, metrics["steps"])  # after every file it lists, before "finished"
-    write_marker(setup.out, "finished", setup.requested)
+    check_still_there(setup.out, getattr(fitted.trainer, "home", None), "the final results")
+    with writing_run("the final results", setup.out):
+        write_results(setup, fitted, metrics, adapter_state)
+        write_results_manifest(setup.out, metrics["steps"])  # after every file it lists, before "finished"
+        write_marker(setup.out, "finished", setup.requested)
     log.section(f"Done in {time.monotonic() - setup.started:.0f} s. Results in {setup.out}")
     log.info(
         f"Try it: tuneforge chat --adapter {shlex.quote(str(setup.out))} {shlex.quote(try_question(setup, fitted))}"
@@ -241,7 +252,7 @@ def load_base(setup: Setup) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(setup.source, cfg.model.trust_remote_code)
     weights = setup.precision if setup.device == "cuda" else "fp32"  # CPU/MPS: fp32 weights, autocast on top
     model = load_model(
-        setup.source, torch_dtype(weights), setup.device, cfg.model.load_in_4bit, cfg.model.trust_remote_code
+        setup.source, torch_dtype(weights), setup.device, wants_four_bit(cfg), cfg.model.trust_remote_code
     )
     setup.log.info(f"loaded base model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
     return model, tokenizer
@@ -316,6 +327,7 @@ def peak_memory_mb(device: str) -> float:
 
 def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter_state: Any) -> None:
     from tuneforge.data.templates import chat_template
+    from tuneforge.disk_faults import kind_of
     from tuneforge.evaluation.report import markdown_table
     from tuneforge.runs import results
 
@@ -345,6 +357,8 @@ def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter
     try:  # a picture must not cost the run: under a tight memory limit matplotlib's libraries failed to load
         results.plot_loss(out / "loss.png", fitted.progress.history, evals)
     except (ImportError, OSError, MemoryError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and kind_of(exc, out):
+            raise  # a full or read-only disk is not a missing library: the card after it would fail too
         log.info(f"loss.png not drawn ({type(exc).__name__}: {str(exc)[:160]}); metrics.json holds the same figures")
     quick = metrics.get("quick_eval")
     results.write_model_card(out, resolved, setup.source, metrics, markdown_table(quick) if quick else "")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config import TuneforgeConfig
+from tuneforge.config import TuneforgeConfig, wants_four_bit
 from tuneforge.recipe.oom import BatchShape
 
 
 def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if cfg.model.load_in_4bit:
+    if wants_four_bit(cfg):
         kbit = prepare_model_for_kbit_training
         model = kbit(model, use_gradient_checkpointing=gradient_checkpointing)  # type: ignore[no-untyped-call]
     lora = LoraConfig(
@@ -21,6 +21,7 @@ def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> 
         lora_dropout=cfg.lora.dropout,
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
+        use_dora=cfg.train.finetune == "dora",
     )
     # No KV cache in training: transformers only builds the per-example mask of a packed
     # (padding-free) row when there is no cache; with one, attention would cross examples.

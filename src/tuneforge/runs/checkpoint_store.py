@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tuneforge.disk_faults import writing
+from tuneforge.errors import UserError
 from tuneforge.runs.manifest import check_file, describe, fsync_dir, fsync_tree
 
 MANIFEST = "tuneforge-checkpoint.json"
@@ -100,7 +103,22 @@ def newest_usable(checkpoints: Path) -> Usable:
 
 
 def verify(folder: Path) -> tuple[dict[str, Any], str | None]:
-    """(manifest, None) when every listed file is there with its size and checksum, else the first problem."""
+    """(manifest, None) when every listed file is there with its size and checksum, else the first problem.
+
+    A file that can't be read (permissions) is not damage: skipping it would resume from an older
+    checkpoint, or start over, so it stops the run before any model loads, naming the fix.
+    """
+    try:
+        return _verify(folder)
+    except PermissionError as exc:
+        raise UserError(
+            f"Can't read {exc.filename or folder} ({exc.strerror}), part of {folder.name}, the checkpoint this run "
+            f"resumes from. Give your user read access (chmod -R u+rX {folder}) or run as the user who trained, "
+            "then run the same command again."
+        ) from None
+
+
+def _verify(folder: Path) -> tuple[dict[str, Any], str | None]:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         files = manifest["files"]
@@ -113,3 +131,27 @@ def verify(folder: Path) -> tuple[dict[str, Any], str | None]:
         if problem:
             return manifest, problem
     return manifest, None
+
+
+def resume_hint(checkpoints: Path) -> str:
+    """How the same command carries on after a fault: from the newest checkpoint that verifies, or from step 0."""
+    newest = newest_usable(checkpoints).folder
+    if newest is None:
+        return "run the same command again (no checkpoint was saved yet, so it starts from step 0)"
+    return f"run the same command again to resume from {newest.name} (in {checkpoints})"
+
+
+def folder_bytes(folder: Path | None) -> int:
+    if folder is None or not folder.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def writing_run(what: str, out: Path, log: Any = None, cleanup: Path | None = None) -> AbstractContextManager[None]:
+    """disk_faults.writing for a training run's results folder: the paragraph names the checkpoint to resume from.
+
+    The space a step needs is estimated by the newest checkpoint's size: a final adapter is smaller.
+    """
+    checkpoints = out / "checkpoints"
+    return writing(what, out, lambda: resume_hint(checkpoints), lambda: folder_bytes(newest_usable(checkpoints).folder),
+                   log, cleanup)  # fmt: skip

@@ -103,6 +103,30 @@ def holding(folder: Path, what: str = "results folder", fix: str = "") -> Iterat
         lock.release()
 
 
+def holder_of(folder: Path) -> dict[str, Any] | None:
+    """Who holds a folder's lock right now (pid, command, started, host), or None when no one does.
+
+    The studio asks this to tell a run training in another process (its own child from before a
+    restart, or a `tuneforge train` typed in a terminal) from a stopped one. It only reads: taking
+    the lock even for an instant could make a `train` starting at that moment refuse the folder.
+    A clean release removes the file; a killed holder leaves its record, so the process it names
+    must still be alive (and not a zombie) on this machine.
+    """
+    import psutil
+
+    try:
+        record = json.loads(lock_path(folder).read_text(encoding="utf-8") or "null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("host") != socket.gethostname():
+        return None
+    try:
+        alive = psutil.Process(int(record.get("pid", -1))).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError):
+        alive = False
+    return record if alive else None
+
+
 def held_by_other(folder: Path, holder: dict[str, Any], what: str, fix: str) -> UserError:
     pid = holder.get("pid", "unknown")
     who = f"process {pid}"

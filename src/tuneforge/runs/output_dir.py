@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UserError
-from tuneforge.runs.checkpoint_store import remove_leftovers
+from tuneforge.runs.checkpoint_store import folder_bytes, remove_leftovers
 from tuneforge.runs.resume import ResumeFlags, StartPlan, plan_resume, run_status, write_marker
-
-MIN_FREE_BYTES = 200 * 1024**2  # adapter, checkpoints and logs of a small run
 
 
 def prepare_output_dir(
@@ -47,7 +45,7 @@ def prepare_output_dir(
     if status == "empty" and flags.resume:
         raise UserError(f"--resume was given, but '{path}' holds no run to resume. Run without --resume to start one.")
     plan = plan_resume(path, config, flags, world_size) if status == "unfinished" else StartPlan()
-    _check_writable(path)
+    plan.notes.append(_check_space(path, config))
     if claim:
         removed = remove_leftovers(path / "checkpoints")
         if removed:
@@ -82,7 +80,11 @@ def occupied(path: Path, status: str, flags: ResumeFlags) -> UserError:
     )
 
 
-def _check_writable(path: Path) -> None:
+def _check_space(path: Path, config: dict[str, Any]) -> str:
+    """Writable, and room for the kept checkpoints and the results; returns the log line with the figure used."""
+    from tuneforge.disk_faults import mb
+    from tuneforge.runs.space import estimate
+
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".tuneforge-write-test"
@@ -93,9 +95,11 @@ def _check_writable(path: Path) -> None:
             f"Can't write to the results folder '{path}' ({exc.strerror}). "
             "Choose a folder you own with --output-dir (or OUTPUT_DIR)."
         ) from None
-    free = shutil.disk_usage(path).free
-    if free < MIN_FREE_BYTES:
+    free, need = shutil.disk_usage(path).free, estimate(config)
+    held = folder_bytes(path / "checkpoints")  # a resumed run's checkpoints already hold their share
+    if free < need.total - held:
         raise UserError(
-            f"Only {free / 1e6:.0f} MB free where results go ({path}); at least "
-            f"{MIN_FREE_BYTES / 1e6:.0f} MB are needed. Free some space or pick another --output-dir."
+            f"Only {mb(free)} free where results go ({path}); this run needs {need.describe()}. Free some space, "
+            "lower --save-total-limit, or pick another --output-dir."
         )
+    return f"disk: {mb(free)} free in {path}; this run needs {need.describe()}"

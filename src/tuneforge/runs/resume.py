@@ -24,7 +24,7 @@ DRIFT_KEYS = (
     "data.eval_fraction", "data.eval_min", "data.val_size", "data.drop_long",
     "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules",
     "train.max_seq_length", "train.learning_rate", "train.max_steps", "train.warmup_steps", "train.seed",
-    "train.padding_free", "train.group_by_length", "train.method",
+    "train.padding_free", "train.group_by_length", "train.method", "train.finetune", "model.adapter",
 )  # fmt: skip
 SHAPE_KEYS = ("model.name", "lora.r", "lora.target_modules")  # a checkpoint can't load into another shape
 BATCH = "batch (micro-batch × accumulation × processes)"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tuneforge.runs.checkpoint_store import writing_run
+
 
 class RunLog:
     """Writes each event as one timestamped line, flushed at once so `tail -f` sees it live."""
@@ -21,9 +23,10 @@ class RunLog:
 
     def info(self, message: str, show: bool = True) -> None:
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        for line in message.splitlines() or [""]:
-            self._file.write(f"{stamp} {line}\n")
-        self._file.flush()
+        with writing_run(f"the training log {self.path.name}", self.path.parent):
+            for line in message.splitlines() or [""]:
+                self._file.write(f"{stamp} {line}\n")
+            self._file.flush()
         if show:
             self.console.print(message, markup=False)
 
@@ -31,4 +34,7 @@ class RunLog:
         self.info(f"== {title} ==")
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the last flush on a full disk: the error that stopped the run was already said
+            pass

@@ -17,13 +17,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from tuneforge.serving.engine import Engine, Job
-from tuneforge.serving.errors import install_error_handlers
+from tuneforge.serving.errors import OpenAIError, install_error_handlers
 from tuneforge.serving.guards import Guards
 from tuneforge.serving.limits import Limits
 from tuneforge.serving.request_queue import OneAtATime, RequestQueue, cancel
 from tuneforge.serving.responses import ChatShape, TextShape
 from tuneforge.serving.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, Sampling
 from tuneforge.serving.streaming import GuardedStream, event_stream
+from tuneforge.serving.tool_calls import prompt_ids, request_messages
 
 # The page may load only its own files and talk only to this server: no CDN, no inline script.
 PAGE_POLICY = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:"
@@ -87,11 +88,13 @@ async def models(request: Request) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     engine: Engine = request.app.state.engine
     engine.check_model(body.model)
-    # 'developer' is OpenAI's newer name for 'system'; chat templates know only the older one
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-    ids = engine.chat_ids(messages)
+    tools = body.tool_list()
+    if tools and body.stream:
+        raise OpenAIError(400, "Streaming with tools is not supported yet; send stream: false to get tool_calls.",
+                          param="stream")  # fmt: skip
+    ids = prompt_ids(engine, request_messages(body.messages), tools)  # 'developer' turns become 'system'
     job = _job(request, body, ids, request.app.state.limits.max_tokens_cap, "messages")
-    return await _answer(request, body, job, ChatShape(body.model))
+    return await _answer(request, body, job, ChatShape(body.model, tools=bool(tools)))
 
 
 @router.post("/v1/completions")

@@ -46,12 +46,12 @@ class Engine:
                 param="model", code="model_not_found",
             )  # fmt: skip
 
-    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """Render through transformers' chat template, which runs Jinja in a sandbox."""
+    def chat_ids(self, messages: list[dict[str, Any]], tools: list[Any] | None = None) -> list[int]:
+        """Render through transformers' chat template, which runs Jinja in a sandbox (tools: see tool_calls.py)."""
         try:
             return list(self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                chat_template=self.chat_template,
+                chat_template=self.chat_template, **({"tools": tools} if tools else {}),
             )["input_ids"])  # fmt: skip
         except Exception as exc:  # noqa: BLE001  a model's template may raise anything, e.g. 'roles must alternate'
             raise OpenAIError(

@@ -15,6 +15,7 @@ from tuneforge.serving.schemas import (
     Usage,
     new_id,
 )
+from tuneforge.serving.tool_calls import split_tool_calls
 
 
 def usage_of(result: Result) -> Usage:
@@ -27,11 +28,13 @@ def usage_of(result: Result) -> Usage:
 class ChatShape:
     """`chat.completion` and `chat.completion.chunk`; one id for every chunk of a stream."""
 
-    def __init__(self, model: str) -> None:
-        self.id, self.model = new_id("chatcmpl"), model
+    def __init__(self, model: str, tools: bool = False) -> None:
+        self.id, self.model, self.tools = new_id("chatcmpl"), model, tools
 
     def whole(self, result: Result) -> ChatCompletion:
-        choice = ChatChoice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
+        content, calls = split_tool_calls(result.text) if self.tools else (result.text, [])
+        message = AssistantMessage(content=content, tool_calls=calls or None)
+        choice = ChatChoice(message=message, finish_reason="tool_calls" if calls else result.finish_reason)
         return ChatCompletion(id=self.id, model=self.model, choices=[choice], usage=usage_of(result))
 
     def _chunk(self, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 class Strict(BaseModel):
@@ -27,13 +27,46 @@ class TextPart(Strict):
     text: str
 
 
+class CalledFunction(Strict):
+    name: str = Field(min_length=1)
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(Strict):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class ToolFunction(Strict):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema, passed to the template as is
+    strict: bool | None = None
+
+
+class Tool(Strict):
+    type: Literal["function"]
+    function: ToolFunction
+
+
 class ChatMessage(Strict):
     role: Role
-    content: str | list[TextPart]
+    content: str | list[TextPart] | None = None  # null on an assistant turn that only calls tools
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> ChatMessage:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is required (it may be null only on an assistant turn with tool_calls)")
+        return self
 
     def text(self) -> str:
         """Content as one string; front-ends send either a string or a list of text parts."""
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
 
@@ -85,6 +118,16 @@ class Sampling(Strict):
 
 class ChatCompletionRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["auto", "none"] | None = None  # "required" and naming one tool are not supported
+    parallel_tool_calls: bool | None = None
+
+    def tool_list(self) -> list[dict[str, Any]] | None:
+        """The tools to show the model: none when the client says tool_choice "none"."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools]
+
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None  # the newer name of max_tokens
 
     def requested_tokens(self) -> int | None:
@@ -112,7 +155,14 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @model_serializer
+    def _calls_when_made(self) -> dict[str, Any]:
+        # OpenAI sends tool_calls only when the model made some
+        shown: dict[str, Any] = {"role": self.role, "content": self.content}
+        return shown | ({"tool_calls": self.tool_calls} if self.tool_calls else {})
 
 
 class ChatChoice(BaseModel):

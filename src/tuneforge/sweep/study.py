@@ -24,6 +24,7 @@ from tuneforge.sweep.trial_run import (
     start_child,
     trial_sections,
     wait_and_watch,
+    wait_until_free,
     write_yaml,
 )
 
@@ -116,6 +117,8 @@ def make_objective(plan: TrialPlan, space: dict[str, Any], log: Any) -> Any:
         config = plan.trials_dir / f"{name}.yaml"
         write_yaml(config, trial_sections(plan, values, folder), f"trial {trial.number} of a tuneforge sweep")
         log(f"trial {trial.number}: {shown(trial.params)} -> {folder}")
+        if first is not None:
+            wait_until_free(folder)
         proc = start_child(config, plan.trials_dir / f"{name}.log")
         sign = -1.0 if plan.objective == "rouge" else 1.0  # the pruner compares losses in the study's direction
 

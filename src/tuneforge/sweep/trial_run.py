@@ -79,6 +79,22 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+def wait_until_free(folder: Path, timeout_s: float = 180.0) -> None:
+    """A retried trial's folder may still be held by the child of a killed sweep, saving its checkpoint."""
+    from tuneforge.errors import UserError
+    from tuneforge.runs.lock import acquire
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            acquire(folder, "trial folder").release()
+            return
+        except UserError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def start_child(config: Path, log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "tuneforge", "train", "--config", str(config)]
     handle = log.open("ab")

@@ -24,7 +24,7 @@ from tuneforge.errors import UserError
 @dataclass(frozen=True)
 class Method:
     name: str
-    encode: Callable[..., tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    encode: Callable[..., tuple[Any, Any]]  # row lists or datasets (training rows: a memory-mapped Arrow dataset)
     build_trainer: Callable[..., Any]
     report: Callable[..., dict[str, Any] | None]
     load: Callable[..., Any] | None = None  # (cfg) -> data.LoadedData

@@ -14,12 +14,16 @@ from tuneforge.recipe.oom import BatchShape
 
 def encode(
     tokenizer: Any, train_set: list[Any], eval_set: list[Any], cfg: TuneforgeConfig, log: Any
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[Any, list[dict[str, Any]]]:
     """Rows cut to max_seq_length with the prompt masked out; the held-out rows score the loss."""
     from tuneforge.data.encode import encode_all
+    from tuneforge.data.token_cache import encode_cached
+    from tuneforge.models.loading import cache_root
 
     max_len = cfg.train.max_seq_length
-    train_rows, stats = encode_all(tokenizer, train_set, max_len, cfg.data.template, cfg.data.drop_long)
+    started = time.monotonic()
+    train_rows, stats, hit = encode_cached(tokenizer, train_set, max_len, cache_root(), cfg.data.template,
+                                           cfg.data.drop_long)  # fmt: skip
     eval_rows, _ = encode_all(tokenizer, eval_set[: cfg.train.eval_examples], max_len, cfg.data.template)
     if not train_rows:
         raise UserError("No training example has answer tokens left after encoding. Raise --max-seq-length.")
@@ -30,6 +34,10 @@ def encode(
 
     log.section("data")
     log.info(f"{len(train_set)} training examples, {len(eval_set)} held out (eval_set.jsonl)")
+    how = "reused from the cache" if hit else "tokenized and cached"
+    log.info(
+        f"training rows {how} in {time.monotonic() - started:.1f} s (Arrow, memory-mapped, {cache_root() / 'tokenized'})"
+    )
     log.info(f"tokens per example: min {lengths[0]}, median {pick(0.5)}, p95 {pick(0.95)}, max {lengths[-1]}")
     log.info(f"{stats.length_summary(max_len)}; {stats.dropped} dropped with no answer left")
     return train_rows, eval_rows
