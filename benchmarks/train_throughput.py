@@ -37,12 +37,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.conftest's tiny model builders
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the CLI timer and the profiler breakdown live beside this file
 
 # name -> (pipeline, tuneforge config overrides); options are measured one at a time
 PIPELINES: dict[str, tuple[str, dict]] = {
     "guide": ("guide", {}),
     "trl": ("trl", {}),
     "trl-matched": ("trl-matched", {}),  # TRL given tuneforge's settings and answer-only loss: the loss check
+    # TRL doing tuneforge's work (LoRA r32/16/0 all-linear, bf16 autocast, dynamic padding): the speed headline
+    "trl-same": ("trl-same", {}),
+    "cli": ("cli", {}),  # the real `tuneforge train` command, timed from its metrics.json
+    "cli-pad64": ("cli", {"train.pad_to_multiple_of": 64}),
     "tuneforge": ("tuneforge", {}),
     "tf-padded": ("tuneforge", {"train.padding_free": False}),
     "tf-grouped": ("tuneforge", {"train.padding_free": False, "train.group_by_length": True}),
@@ -52,12 +57,17 @@ PIPELINES: dict[str, tuple[str, dict]] = {
     "tf-attn-only": ("tuneforge", {"lora.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}),
     "tf-fp32-dropout": ("tuneforge", {"train.precision": "fp32", "lora.dropout": 0.05}),  # the guide-like settings
     "tf-compile": ("tuneforge", {}),
+    "tf-pad64": (
+        "tuneforge",
+        {"train.pad_to_multiple_of": 64},
+    ),  # packed rows padded up to a multiple of 64 tokens: reused oneDNN kernels
     "tf-threads1": ("tuneforge", {}),
     "tf-omp-passive": ("tuneforge", {}),
     "tf-liger": ("tuneforge", {}),
     "trl-liger": ("trl", {}),
 }
-DEFAULT_ONLY = [name for name in PIPELINES if not name.endswith("liger")]  # Liger needs triton, so a GPU
+DEFAULT_ONLY = [name for name in PIPELINES if not name.endswith("liger")]
+SAME_WORK = "trl-same"  # the ratio every pipeline is reported against  # Liger needs triton, so a GPU
 # Trainer arguments set on top of a pipeline's own. Liger: its RMSNorm, RoPE and SwiGLU kernels. TRL (1.16)
 # refuses Liger's fused linear cross-entropy because SFTTrainer already scores tokens with its own chunked,
 # fused LM head, which never builds the (tokens × vocab) logits either.
@@ -102,6 +112,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS, help="the GPU's dense bf16 peak, for MFU")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler over the timed steps: top operations and matmul/attention/optimizer shares "
+                        "(slows the steps it profiles)")  # fmt: skip
     parser.add_argument("--keep-going", action="store_true", help="record a failed pipeline and run the others")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/train_throughput.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one pipeline in this process
@@ -177,9 +190,13 @@ def build_model(name: str, folder: Path, tokenizer_dir: str | None, device: str)
 
 
 def run_child(name: str, model_dir: str, args: argparse.Namespace) -> dict:
+    if PIPELINES[name][0] == "cli":
+        from throughput_cli import run_cli
+
+        return {**run_cli(model_dir, args, data_slice, PIPELINES[name][1]), "pipeline": name}
     command = [sys.executable, __file__, "--one", name, "--model-dir", model_dir, "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-               "--device", args.device, "--peak-tflops", str(args.peak_tflops)]  # fmt: skip
+               "--device", args.device, "--peak-tflops", str(args.peak_tflops)] + ["--profile"] * args.profile  # fmt: skip
     env = {**os.environ, **CHILD_ENV.get(name, {})}
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
@@ -217,9 +234,13 @@ class Meter:
         self.started: float | None = None
         self.ended: float | None = None
 
-    def count(self, batch: dict) -> dict:
+    def count(self, batch: dict, features: list[dict] | None = None) -> dict:
+        """Real tokens are the examples' own (bucket padding of a packed row is not real); else the mask's."""
         mask = batch.get("attention_mask")
-        real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        if features is not None:
+            real = sum(sum(f["attention_mask"]) if "attention_mask" in f else len(f["input_ids"]) for f in features)
+        else:
+            real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
         self.batches.append((real, batch["input_ids"].numel()))
         return batch
 
@@ -263,6 +284,12 @@ def run_one(args: argparse.Namespace) -> dict:
     steps = args.warmup + args.steps
     trainer, eval_rows = build(pipeline, overrides, TRAINER_EXTRAS.get(args.one, {}), args, meter, steps)
     trainer.add_callback(meter.callback())
+    profiler = None
+    if args.profile:
+        from profile_breakdown import StepProfiler
+
+        profiler = StepProfiler(args.warmup, args.warmup + args.steps)
+        trainer.add_callback(profiler)
     trainer.train()
     seconds = (meter.ended or meter.now()) - meter.started
     flops_per_token = 4 * matmul_params(trainer.model)
@@ -280,6 +307,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "bf16": bool(trainer.args.bf16), "use_liger_kernel": bool(getattr(trainer.args, "use_liger_kernel", False)),
         "final_loss": answer_loss(trainer.model, eval_rows), "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if cuda else None,
+        "profile": profiler.breakdown() if profiler else None,
     }  # fmt: skip
 
 
@@ -353,6 +381,8 @@ def build_baseline(pipeline: str, tokenizer, conversations, rows, extras: dict, 
         common["bf16"] = True
     if pipeline == "trl-matched":
         trainer = matched_trl(model, tokenizer, conversations, common, args, steps)
+    elif pipeline == "trl-same":
+        trainer = same_work_trl(model, tokenizer, conversations, common, args)
     elif pipeline == "trl":
         config = SFTConfig(max_length=args.max_length, **common)
         data = Dataset.from_list([{"messages": c} for c in conversations])
@@ -388,6 +418,25 @@ def matched_trl(model, tokenizer, conversations, common: dict, args, steps: int)
     return SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora)
 
 
+def same_work_trl(model, tokenizer, conversations, common: dict, args):
+    """SFTTrainer on the raw conversations doing tuneforge's work: the same LoRA (r, alpha, dropout 0, all
+    linear layers), the same precision (bf16 autocast where the profile picks it, as TRL's own default),
+    dynamic padding of each micro-batch (TRL's default collator). Only the pipeline differs."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from tuneforge.config_resolve import resolve_config
+
+    cfg = resolve_config({"train.device": args.device}, env={}).config
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")  # fmt: skip
+    common = {**common, "learning_rate": cfg.train.learning_rate, "bf16": cfg.train.precision == "bf16"}
+    config = SFTConfig(max_length=args.max_length, **common)
+    data = Dataset.from_list([{"messages": c} for c in conversations])
+    return SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+
+
 def _pad_row(row: dict, length: int, pad_id: int) -> dict:
     n = len(row["input_ids"])
     return {"input_ids": row["input_ids"] + [pad_id] * (length - n), "labels": row["labels"] + [-100] * (length - n),
@@ -401,7 +450,7 @@ def _stack(features: list[dict]) -> dict:
 
 
 def _counting(collator, meter: Meter):
-    return lambda features: meter.count(collator(features))
+    return lambda features: meter.count(collator(features), features)
 
 
 def answer_loss(model, rows: list[dict]) -> float:
@@ -421,19 +470,23 @@ def answer_loss(model, rows: list[dict]) -> float:
 
 
 def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return format("-", spec.split(".")[0]) if value is None else format(value, spec)
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
-    ok = {name: r for name, r in results.items() if "error" not in r}
-    trl, guide = ok.get("trl"), ok.get("guide")
+    ok = {name: r for name, r in results.items() if isinstance(r, dict) and "error" not in r and "pipeline" in r}
+    trl, guide = ok.get(SAME_WORK) or ok.get("trl"), ok.get("guide")
+    if trl is not None:
+        print(
+            f"\n× TRL: against {trl['pipeline']} ({'the same work' if trl['pipeline'] == SAME_WORK else 'its defaults'})"
+        )
     cuda = args.device == "cuda"
     memory = "peak GPU MB" if cuda else "peak RSS MB"
     header = (f"{'pipeline':<14}{'real tok/s':>11}{'padded tok/s':>13}{'s/step':>8}{memory:>12}{'loss':>8}"
               f"{'× TRL':>7}{'× guide':>8}" + (f"{'TFLOP/s':>9}{'MFU':>7}" if cuda else ""))  # fmt: skip
     print("\n" + header)
     for name, r in results.items():
-        if name == "loss_check":
+        if name not in ok and "error" not in r:
             continue
         if "error" in r:
             print(f"{name:<14}FAILED: {r['error'].strip().splitlines()[-1][:200] if r['error'].strip() else '?'}")
@@ -442,11 +495,16 @@ def report(results: dict, args: argparse.Namespace) -> None:
         vs_guide = r["real_tokens_per_s"] / guide["real_tokens_per_s"] if guide else float("nan")
         r.update(ratio_vs_trl=vs_trl, ratio_vs_guide=vs_guide)
         mem = r["peak_gpu_mb"] if cuda else r["peak_rss_mb"]
-        line = (f"{name:<14}{r['real_tokens_per_s']:>11.1f}{r['padded_tokens_per_s']:>13.1f}{r['seconds_per_step']:>8.3f}"
-                f"{mem:>12.0f}{r['final_loss']:>8.3f}{vs_trl:>7.2f}{vs_guide:>8.2f}")  # fmt: skip
+        line = (f"{name:<14}{r['real_tokens_per_s']:>11.1f}{_fmt(r['padded_tokens_per_s'], '>13.1f')}"
+                f"{r['seconds_per_step']:>8.3f}{mem:>12.0f}{_fmt(r['final_loss'], '>8.3f')}{vs_trl:>7.2f}{vs_guide:>8.2f}")  # fmt: skip
         if cuda:
             line += f"{r['achieved_tflops']:>9.1f}{_fmt(r['mfu'] and 100 * r['mfu'], '>6.1f')}%"
         print(line)
+    for name, r in ok.items():
+        if r.get("profile"):
+            from profile_breakdown import print_breakdown
+
+            print_breakdown(name, r["profile"])
     matched, ours = ok.get("trl-matched"), ok.get("tuneforge")
     if matched and ours:  # same settings and answer-only loss on both sides: only the pipeline differs
         gap = ours["final_loss"] / matched["final_loss"] - 1

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_throughput_runs_on_a_tiny_model(tmp_path):
     out = tmp_path / "throughput.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/train_throughput.py", "--tiny", "--only", "guide,trl,trl-matched,tuneforge",
+        [sys.executable, "benchmarks/train_throughput.py", "--tiny", "--only", "guide,trl,trl-matched,trl-same,tuneforge,cli",
          "--warmup", "1", "--steps", "2", "--max-length", "128", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -24,7 +24,7 @@ def test_train_throughput_runs_on_a_tiny_model(tmp_path):
     report = json.loads(out.read_text())["results"]
     check = report.pop("loss_check")  # tuneforge vs TRL with the same settings, answer-only loss on both
     assert check["tuneforge"] == report["tuneforge"]["final_loss"] and abs(check["relative_gap"]) < 0.02
-    assert set(report) == {"guide", "trl", "trl-matched", "tuneforge"}
+    assert set(report) == {"guide", "trl", "trl-matched", "trl-same", "tuneforge", "cli"}
     for row in report.values():
         assert row["real_tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
     assert report["guide"]["padded_tokens_per_s"] > report["guide"]["real_tokens_per_s"], "the guide pads to max length"
@@ -74,3 +74,40 @@ def test_throughput_meter_times_only_the_last_batches():
     assert bench.matmul_params(model) == 4 * 3 + 3 * 10  # the embedding lookup is no matrix product
     assert set(bench.DEFAULT_ONLY) == set(bench.PIPELINES) - {"tf-liger", "trl-liger"}
     assert bench.MODEL_CONFIGS["llama-0.5b"]["vocab_size"] == 49152  # SmolLM2's tokenizer
+
+
+def test_packed_rows_count_only_their_examples_and_the_cli_window_is_steady_state():
+    """Bucket padding of a packed row is not real work; the CLI's speed is taken after its warm-up steps."""
+    import importlib.util
+
+    import torch
+
+    from tuneforge.recipe.checkpointing import packed_real_tokens
+
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 0, 0, 0]])  # examples of 3 and 4 tokens, 3 bucket pad tokens
+    assert packed_real_tokens(positions) == 7
+    assert packed_real_tokens(positions[:, :7]) == 7
+    spec = importlib.util.spec_from_file_location("throughput_cli", ROOT / "benchmarks" / "throughput_cli.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    history = [{"step": s, "tokens_seen": 100 * s, "elapsed_s": 10.0 + (5 if s > 2 else 2) * s} for s in range(1, 7)]
+    metrics = {"loss_history": history, "device": "cpu", "peak_memory_mb": 1.0, "eval_loss_after": 2.0,
+               "tokens_per_s": 1.0, "wall_time_s": 1.0}  # fmt: skip
+    row = cli.steady_state(metrics, warmup=2, steps=6)
+    assert row["real_tokens_per_s"] == pytest.approx(400 / 26) and row["seconds_per_step"] == pytest.approx(6.5)
+
+
+@pytest.mark.slow
+def test_learning_benchmark_scores_a_finished_run(tiny_results, tmp_path):
+    out = tmp_path / "learning.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/learning.py", "--score-only", str(tiny_results), "--limit", "4", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for length in ("64", "96"):
+        row = figures[length]
+        assert row["gain"] == pytest.approx(row["tuned_rouge_l"] - row["base_rouge_l"])
+        assert row["length_ratio"] == pytest.approx(row["tuned_median_tokens"] / figures["reference_median_tokens"])
+    assert "× reference" in result.stdout

@@ -122,8 +122,11 @@ def test_unwritable_places_are_named_before_any_model_loads(tmp_path, monkeypatc
     runner = CliRunner()
     denied = PermissionError(errno.EACCES, "Permission denied")
     with monkeypatch.context() as patch:
+        # a cache the preset was never converted into (the suite's shared cache may hold it already)
+        patch.setenv("TUNEFORGE_CACHE", str(tmp_path / "empty-cache"))
         patch.setattr(tempfile, "mkstemp", lambda **kwargs: (_ for _ in ()).throw(denied))
-        result = runner.invoke(app, ["train", "--model", "smollm2-135m", "--output-dir", str(tmp_path / "a")])
+        result = runner.invoke(app, ["train", "--model", "smollm2-135m", "--output-dir", str(tmp_path / "a"),
+                                     "--max-steps", "1", "--no-eval"])  # fmt: skip
     cli_exit_2(result, "The model cache", "can't be written (Permission denied)", "TUNEFORGE_CACHE")
 
     out = tmp_path / "results"

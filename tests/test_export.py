@@ -310,10 +310,12 @@ def test_a_failed_write_leaves_no_half_export(tiny_results, tmp_path, monkeypatc
     export(tiny_results, out, "gguf")  # an earlier, good export
     before = {p.name: p.stat().st_size for p in out.iterdir()}
     monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", dies_midway)
-    with pytest.raises(OSError, match="No space left"):
+    from tuneforge.disk_faults import DiskFault
+
+    with pytest.raises(DiskFault, match="disk is full: writing the gguf q8_0 export"):  # the plain paragraph
         export(tiny_results, out, "gguf", "q8_0", overwrite=True)
     assert {p.name: p.stat().st_size for p in out.iterdir()} == before
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFault):
         export(tiny_results, tmp_path / "fresh", "gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no partial folder may remain"
 

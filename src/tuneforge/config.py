@@ -168,6 +168,12 @@ class TrainSection(Section):
     group_by_length: bool = Field(
         False, description="Batch examples of similar length together, so less padding is computed."
     )
+    pad_to_multiple_of: int = Field(
+        1,
+        ge=1,
+        description="Pad each batch's token count up to a multiple of N (1: off), so kernels built for one "
+        "shape are reused instead of rebuilt and cached for every new length.",
+    )
     logging_steps: int = Field(5, ge=1, description="Log loss and speed every N steps.")
     save_steps: int = Field(50, ge=1, description="Save a checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")

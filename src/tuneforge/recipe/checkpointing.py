@@ -1,12 +1,15 @@
 """TRL's trainers (SFT, DPO, ORPO, KTO) with atomic checkpoints, the MPS random state, and a learning rate that can change on resume.
 
-Three Trainer methods are wrapped, each keeping the original's work and adding to it:
+Four Trainer methods are wrapped, each keeping the original's work and adding to it:
 - `_save_checkpoint`: the Trainer writes its usual files into a staging folder; we swap the
   pickled training_args.bin for JSON, add the MPS random state, then commit (checkpoint_store).
 - `_load_rng_state`: transformers restores Python, NumPy, torch CPU and CUDA states but not
   MPS, so a resumed run on a Mac drew different dropout masks.
 - `_load_optimizer_and_scheduler`: the scheduler's saved base rate would silently win over a
   learning rate changed with --resume-anyway.
+- `_track_num_input_tokens`: a packed (padding-free) row has no attention mask, so the Trainer
+  counted tokens unequal to the pad id; SmolLM2's pad is its end-of-turn token, so every
+  example's own end-of-turn tokens went uncounted (tokens/s read about 4% low).
 A mixin is the one place these hooks exist, shared by every method's trainer class; the loop
 itself stays the Trainer's.
 """
@@ -37,6 +40,8 @@ class CheckpointingMixin:
     args: Any
     optimizer: Any
     lr_scheduler: Any
+    state: Any
+    accelerator: Any
 
     def __init__(self, *args: Any, keep: int, run_config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,6 +56,15 @@ class CheckpointingMixin:
         super()._load_rng_state(checkpoint)  # type: ignore[misc]
         load_mps_rng(checkpoint)
 
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        if "position_ids" in inputs and "attention_mask" not in inputs and inputs["input_ids"].shape[0] == 1:
+            import torch
+
+            real = torch.tensor(packed_real_tokens(inputs["position_ids"]), device=inputs["input_ids"].device)
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(real).sum().item())  # summed over ranks
+            return
+        super()._track_num_input_tokens(inputs)  # type: ignore[misc]
+
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
         if checkpoint is not None:
@@ -59,6 +73,19 @@ class CheckpointingMixin:
 
 class CheckpointingSFTTrainer(CheckpointingMixin, SFTTrainer):
     """SFTTrainer with the checkpoint hooks."""
+
+
+def packed_real_tokens(position_ids: Any) -> int:
+    """Tokens of the examples in one packed row: all but the bucket padding at its end.
+
+    TRL pads a packed row to `pad_to_multiple_of` at position 0 (one-token pieces that train
+    nothing), while every real example ends at a position above 0 (it is longer than one token).
+    """
+    positions = position_ids[0].tolist()
+    end = len(positions)
+    while end > 0 and positions[end - 1] == 0:
+        end -= 1
+    return end
 
 
 def results_identity(out: Path) -> tuple[int, int] | None:

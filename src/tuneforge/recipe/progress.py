@@ -32,8 +32,11 @@ class ProgressCallback(TrainerCallback):
         self.task: Any = None
         self._last = (0.0, 0)  # (time, tokens) at the previous log
         self.tokens_at_start = 0
+        self.training = False  # between on_train_begin and on_train_end: mid-run evaluations print a line
+        self.curve_steps: list[int] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.training = True
         self.adopt(state)
         self.bar.start()
         self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
@@ -74,7 +77,12 @@ class ProgressCallback(TrainerCallback):
         if not metrics or "eval_loss" not in metrics or not state.is_world_process_zero or state.global_step == 0:
             return
         entry = {"step": state.global_step, "eval_loss": float(metrics["eval_loss"])}
-        self.log.info(f"step {state.global_step}/{state.max_steps}  held-out loss {entry['eval_loss']:.4f}")
+        if self.training:
+            self.log.info(f"step {state.global_step}/{state.max_steps}  held-out loss {entry['eval_loss']:.4f}")
+        elif self.curve_steps and self.curve_steps[-1] == state.global_step:
+            return  # the after-training measure of a step the loop already evaluated: said once
+        # the after-training measure prints its own line ("held-out loss, tuned model"); the curve still gets it
+        self.curve_steps.append(state.global_step)
         with (self.log.path.parent / HELDOUT_CURVE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")  # one whole line per write: a reader never sees half
 
@@ -82,6 +90,7 @@ class ProgressCallback(TrainerCallback):
         self.log.info(f"checkpoint saved: {args.output_dir}/checkpoint-{state.global_step}")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.training = False
         self.stop_display()
 
     def stop_display(self) -> None:

@@ -39,6 +39,8 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
         **common_arguments(cfg, device, precision, checkpoint_dir, shape),
         max_length=None,  # rows are cut to max_seq_length in encode_all, which counts what it cuts
         padding_free=t.padding_free,  # TRL flattens the batch and passes position_ids; sdpa masks per example
+        # Padded positions in a packed row sit at position 0: one-token pieces that train nothing.
+        pad_to_multiple_of=t.pad_to_multiple_of if t.pad_to_multiple_of > 1 else None,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
     )
 

@@ -41,7 +41,10 @@ def estimate(config: dict[str, Any]) -> SpaceNeed:
     """The run's bytes on disk at its fullest, from the recorded settings (runs/resume.py: run_settings)."""
     from tuneforge.models.loading import resolve_model
 
-    keep = int(config["train"]["save_total_limit"]) + 1
+    try:
+        keep = int(config["train"]["save_total_limit"]) + 1
+    except (KeyError, TypeError, ValueError):  # a marker written by an older version: its default
+        keep = 3
     try:
         base = Path(resolve_model(config["model"]["name"]).path)
         shapes = json.loads((base / "config.json").read_text(encoding="utf-8"))
