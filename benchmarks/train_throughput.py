@@ -505,8 +505,9 @@ def report(results: dict, args: argparse.Namespace) -> None:
             from profile_breakdown import print_breakdown
 
             print_breakdown(name, r["profile"])
-    matched, ours = ok.get("trl-matched"), ok.get("tuneforge")
-    if matched and ours:  # same settings and answer-only loss on both sides: only the pipeline differs
+    # same work and answer-only loss on both sides: only the pipeline differs (trl-same, else trl-matched)
+    matched, ours = ok.get("trl-same") or ok.get("trl-matched"), ok.get("tuneforge")
+    if matched and ours:
         gap = ours["final_loss"] / matched["final_loss"] - 1
         results["loss_check"] = {
             "tuneforge": ours["final_loss"],

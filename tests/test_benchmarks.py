@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_throughput_runs_on_a_tiny_model(tmp_path):
     out = tmp_path / "throughput.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/train_throughput.py", "--tiny", "--only", "guide,trl,trl-matched,trl-same,tuneforge,cli",
+        [sys.executable, "benchmarks/train_throughput.py", "--tiny", "--only", "guide,trl-same,tuneforge,cli",
          "--warmup", "1", "--steps", "2", "--max-length", "128", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -24,7 +24,8 @@ def test_train_throughput_runs_on_a_tiny_model(tmp_path):
     report = json.loads(out.read_text())["results"]
     check = report.pop("loss_check")  # tuneforge vs TRL with the same settings, answer-only loss on both
     assert check["tuneforge"] == report["tuneforge"]["final_loss"] and abs(check["relative_gap"]) < 0.02
-    assert set(report) == {"guide", "trl", "trl-matched", "trl-same", "tuneforge", "cli"}
+    # trl and trl-matched run the same TRL path as trl-same with other settings: not repeated here
+    assert set(report) == {"guide", "trl-same", "tuneforge", "cli"}
     for row in report.values():
         assert row["real_tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
     assert report["guide"]["padded_tokens_per_s"] > report["guide"]["real_tokens_per_s"], "the guide pads to max length"

@@ -139,10 +139,11 @@ class TrainSection(Section):
         description="Training method: sft (questions and answers), pretrain (continued pre-training on raw text), "
         "dpo, orpo or kto (preferences: chosen over rejected answers).",
     )
-    finetune: Literal["lora", "dora", "qlora"] = Field(
+    finetune: Literal["lora", "dora", "qlora", "full"] = Field(
         "lora",
         description="What trains: lora (low-rank adapters), dora (LoRA split into direction and magnitude, peft's "
-        "use_dora; a little slower, often closer to full fine-tuning) or qlora (LoRA on a 4-bit base, CUDA only).",
+        "use_dora; a little slower, often closer to full fine-tuning), qlora (LoRA on a 4-bit base, CUDA only) or "
+        "full (every weight, for models small enough: about 16 bytes per parameter; `tuneforge doctor` says what fits).",
     )
     output_dir: Path = Field(Path("results"), description="Folder for the adapter, logs and figures.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
@@ -347,6 +348,9 @@ _PREFERENCE_DEFAULTS: dict[str, object] = {
 }
 METHOD_DEFAULTS: dict[str, dict[str, object]] = {"dpo": _PREFERENCE_DEFAULTS, "orpo": _PREFERENCE_DEFAULTS,
                                                  "kto": _PREFERENCE_DEFAULTS}  # fmt: skip
+# Full fine-tuning moves every weight, so LoRA's learning rates would wreck the model: TRL's own defaults
+# (SFTConfig 2e-5; DPOConfig, ORPOConfig and KTOConfig 1e-6) win over the plain and the method's default.
+FULL_LEARNING_RATES: dict[str, float] = {"sft": 2e-5, "pretrain": 2e-5, "dpo": 1e-6, "orpo": 1e-6, "kto": 1e-6}
 
 # Flags not named after their field ("--" + name with dashes); cli.py declares them with these names.
 FLAG_NAMES = {

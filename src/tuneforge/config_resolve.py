@@ -16,7 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tuneforge.config import METHOD_DEFAULTS, SECTIONS, TuneforgeConfig, all_keys, default_values, flag_for
+from tuneforge.config import (
+    FULL_LEARNING_RATES,
+    METHOD_DEFAULTS,
+    SECTIONS,
+    TuneforgeConfig,
+    all_keys,
+    default_values,
+    flag_for,
+)
 from tuneforge.errors import UserError
 
 # The guide's variable names, so its instructions keep working with tuneforge.
@@ -130,6 +138,9 @@ def _merge(layers, profile) -> tuple[dict[str, Any], dict[str, str]]:
     for key, value in METHOD_DEFAULTS.get(str(method), {}).items():
         if sources[key] == "default":
             merged[key], sources[key] = value, f"default for --method {method}"
+    if merged["train.finetune"] == "full" and sources["train.learning_rate"].startswith("default"):
+        rate = FULL_LEARNING_RATES.get(str(method), FULL_LEARNING_RATES["sft"])
+        merged["train.learning_rate"], sources["train.learning_rate"] = rate, "default for --finetune full"
     return merged, sources
 
 

@@ -10,7 +10,9 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from tuneforge.machine.finetune_memory import FinetuneFit, finetune_fits
 from tuneforge.machine.hardware import Hardware, detect_hardware
 from tuneforge.machine.profile import Profile, params_label, recommend_profile
 from tuneforge.presets import estimate_model_params
@@ -27,22 +29,47 @@ def run_doctor(json_out: bool = False, model: str = "smollm2-135m", disk_path: s
         return
     hw = detect_hardware(disk_path)
     params = estimate_model_params(model)
-    _print_report(hw, recommend_profile(hw, params), model, params)
+    profile = recommend_profile(hw, params)
+    _print_report(hw, profile, model, params, profile_fits(hw, profile, params))
 
 
 def doctor_report(model: str = "smollm2-135m", disk_path: str | Path = ".") -> dict:
-    """The `--json` object: hardware, profile, model and its estimated size."""
+    """The `--json` object: hardware, profile, model and its estimated size, what each --finetune needs."""
     hw = detect_hardware(disk_path)
     params = estimate_model_params(model)
+    profile = recommend_profile(hw, params)
     return {
         "hardware": hw.model_dump(),
-        "profile": recommend_profile(hw, params).model_dump(),
+        "profile": profile.model_dump(),
         "model": model,
         "model_params": params,
+        "finetune": [fit.model_dump() for fit in profile_fits(hw, profile, params)],
     }
 
 
-def _print_report(hw: Hardware, profile: Profile, model: str, params: int) -> None:
+def profile_fits(hw: Hardware, profile: Profile, params: int) -> list[FinetuneFit]:
+    """lora, dora, qlora and full at the profile's precision and batch × length (machine/finetune_memory.py)."""
+    tokens = int(profile.value("train.batch_size")) * int(profile.value("train.max_seq_length"))
+    precision, checkpointing = (
+        str(profile.value("train.precision")),
+        bool(profile.value("train.gradient_checkpointing")),
+    )
+    return finetune_fits(hw, params, precision, tokens, checkpointing)
+
+
+def _print_fits(console: Any, fits: list[FinetuneFit], profile: Profile) -> None:
+    from rich.padding import Padding
+    from rich.text import Text
+
+    batch, length = profile.value("train.batch_size"), profile.value("train.max_seq_length")
+    console.print(f"\n[bold]Memory for each --finetune[/bold] (batch {batch} × {length} tokens)")
+    for fit in fits:
+        mark = "[green]fits[/green]" if fit.fits else "[red]does not fit[/red]"
+        console.print(f"  [cyan]{fit.finetune}[/cyan] about {fit.need_gb:.1f} GB: {mark}")
+        console.print(Padding(Text(fit.reason, style="dim"), (0, 0, 0, 6)))
+
+
+def _print_report(hw: Hardware, profile: Profile, model: str, params: int, fits: list[FinetuneFit]) -> None:
     from rich.console import Console
     from rich.markup import escape  # warnings hold text like 'tuneforge[cuda]' that rich would eat as markup
     from rich.padding import Padding
@@ -59,6 +86,7 @@ def _print_report(hw: Hardware, profile: Profile, model: str, params: int) -> No
     for s in profile.settings:  # key = value, then the reason indented under it: readable at 80 columns
         console.print(f"  [cyan]{s.key}[/cyan] = [bold]{escape(str(s.value))}[/bold]")
         console.print(Padding(Text(s.reason, style="dim"), (0, 0, 0, 6)))
+    _print_fits(console, fits, profile)
     if profile.warnings:
         console.print("\n[bold yellow]Warnings[/bold yellow]")
         for warning in profile.warnings:

@@ -54,9 +54,11 @@ def _export(plan: ExportPlan, fmt: str, ollama: str | None = None) -> Path:
     kind = f"{fmt} {plan.quant}" if plan.quant else fmt
     console.print(f"Exporting {plan.adapter} (base: {plan.source.description}) as {kind}.")
     from tuneforge.export.merge import load_merged
+    from tuneforge.runs.folder import is_full_model
 
     merged, tokenizer = load_merged(plan.adapter, plan.source)
-    console.print("Adapter merged into the base weights (peft merge_and_unload).")
+    if not is_full_model(plan.adapter):
+        console.print("Adapter merged into the base weights (peft merge_and_unload).")
     # a full disk: one paragraph, and the hidden half-written folder is removed on the way out
     with writing(f"the {kind} export", plan.out.parent), staged_folder(plan.out) as staging:
         write = write_hf if fmt == "hf" else write_gguf_export

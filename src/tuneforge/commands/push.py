@@ -97,7 +97,7 @@ def check_results(folder: Path) -> Any:
     """A finished run that passes open_run's checks, with an adapter config this version wrote."""
     import json
 
-    from tuneforge.runs.folder import open_run
+    from tuneforge.runs.folder import is_full_model, open_run
     from tuneforge.runs.hub_card import local_paths
     from tuneforge.runs.resume import run_status
 
@@ -107,6 +107,8 @@ def check_results(folder: Path) -> Any:
             "`tuneforge train` command again to finish it (it resumes from its newest checkpoint), then push."
         )
     run = open_run(folder)  # the folder's files, its integrity checks and its base model, as chat and export see them
+    if is_full_model(folder):
+        return run  # a full fine-tune: its config.json names no base path
     base = str(json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path"))
     if local_paths(base) or base.startswith(("/", "~")):
         raise _older_run(folder, f"adapter_config.json names its base by a local path ({base})")

@@ -72,8 +72,10 @@ def check_format(fmt: str, quant: str | None) -> str | None:
 
 
 def check_results_folder(adapter: Path) -> Path:
+    from tuneforge.runs.folder import weight_files
+
     adapter = adapter.expanduser()
-    needed = ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json")
+    needed = (*weight_files(adapter), "tokenizer.json")
     missing = [name for name in needed if not (adapter / name).is_file()]
     if missing:
         raise UserError(

@@ -17,14 +17,18 @@ def load_merged(adapter_dir: Path, source: ModelSource) -> tuple[Any, Any]:
     import torch
     from peft import PeftModel
 
-    from tuneforge.models.loading import load_model
+    from tuneforge.models.loading import ModelSource, load_model
     from tuneforge.models.tokenizer import load_tokenizer_from
+    from tuneforge.runs.folder import is_full_model
 
-    # fp32 for the merge: adding a small LoRA update to bf16 weights would round much of it away.
-    base = load_model(source, torch.float32, "cpu")
     # Training rendered conversations with ChatML when the tokenizer had no template of its own
     # (encode.render); the export must carry the template the model actually learned.
     tokenizer = load_tokenizer_from(adapter_dir, with_chat_template=True)
+    if is_full_model(adapter_dir):  # a full fine-tune: its own weights are the model, nothing to merge
+        full = ModelSource(str(adapter_dir), str(adapter_dir), "local", f"full fine-tune in {adapter_dir}")
+        return load_model(full, torch.float32, "cpu").eval(), tokenizer
+    # fp32 for the merge: adding a small LoRA update to bf16 weights would round much of it away.
+    base = load_model(source, torch.float32, "cpu")
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     return merged.eval(), tokenizer
 

@@ -22,8 +22,9 @@ def write_export_card(
     base = hub_card.base_facts(source)
     data = hub_card.data_facts(run_config)
     rows = [("base model", base.shown), ("data", data.shown)] + _training_rows(run_config) + _eval_rows(adapter)
-    rows.append(("export", f"{files['format']}{' ' + files['quant'] if files.get('quant') else ''}, "
-                           f"the LoRA adapter merged with peft's merge_and_unload"))  # fmt: skip
+    full = (run_config.get("train") or {}).get("finetune") == "full"
+    how = "the fully fine-tuned weights as trained" if full else "the LoRA adapter merged with peft's merge_and_unload"
+    rows.append(("export", f"{files['format']}{' ' + files['quant'] if files.get('quant') else ''}, {how}"))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     note = f"\n> {base.note}\n" if base.note else ""
     body = f"""# {base.name}, tuned with tuneforge
@@ -37,7 +38,11 @@ def write_export_card(
     # The weights are the base's, changed by training: a fine-tune of it, whichever file format holds them
     # (the Hub would guess "quantized" for a GGUF, which would list it as the base's own weights).
     gguf = files["format"] == "gguf"
-    tags = ["gguf", "llama-cpp", "ollama", files.get("quant", "f16")] if gguf else ["safetensors", "merged-lora"]
+    tags = (
+        ["gguf", "llama-cpp", "ollama", files.get("quant", "f16")]
+        if gguf
+        else ["safetensors", "full" if full else "merged-lora"]
+    )
     fields = hub_card.metadata(base, data, "finetune", "gguf" if gguf else "transformers", tags)
     (folder / "README.md").write_text(hub_card.render(fields, body), encoding="utf-8")
 

@@ -89,11 +89,13 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     from tuneforge.recipe.distributed import output_for_rank, setup_rank
     from tuneforge.recipe.start_adapter import check_start_adapter
     from tuneforge.recipe.tracking import check_tracker
+    from tuneforge.recipe.trainer_setup import check_finetune
     from tuneforge.runs.resume import run_settings
 
     cfg = resolved.config
     device = pick_device(cfg.train.device, resolved.hardware)
     precision = pick_precision(cfg.train.precision, device)
+    check_finetune(cfg, resolved.hardware, precision)  # --finetune full: not 4-bit, not too big for the memory
     check_four_bit(wants_four_bit(cfg), device)
     check_tracker(cfg.train.report_to)
     prepare_environment(device)
@@ -119,7 +121,7 @@ def fit(setup: Setup) -> Fitted:
     from tuneforge.recipe.progress import ProgressCallback
     from tuneforge.recipe.recovery import train_with_recovery
     from tuneforge.recipe.start_adapter import merge_start_adapter
-    from tuneforge.recipe.trainer_setup import add_lora, as_datasets
+    from tuneforge.recipe.trainer_setup import as_datasets, describe_trainable, trainable
     from tuneforge.runs.checkpoint_store import writing_run
 
     cfg, log = setup.resolved.config, setup.log
@@ -134,11 +136,8 @@ def fit(setup: Setup) -> Fitted:
         log.info(f"warning: {note}")
     model, tokenizer = load_base(setup)
     rows = setup.method.encode(tokenizer, train_set, eval_set, cfg, log)
-    model = add_lora(merge_start_adapter(model, cfg.model.adapter), cfg, cfg.train.gradient_checkpointing)
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info(
-        f"LoRA: {trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * trainable / total:.2f}%)"
-    )
+    model = trainable(merge_start_adapter(model, cfg.model.adapter), cfg)  # LoRA/DoRA, or the whole model
+    log.info(describe_trainable(model, cfg.train.finetune))
     progress, datasets = ProgressCallback(log), as_datasets(*rows)
     where = (setup.device, setup.precision, setup.out / "checkpoints")
 
@@ -174,7 +173,8 @@ def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     cfg, log = setup.resolved.config, setup.log
     metrics = collect_metrics(setup, fitted)
     if plain_copies(cfg.train.strategy) and is_main_process():
-        metrics["quick_eval"] = setup.method.report(fitted.trainer.model, fitted.tokenizer, fitted.eval_set, cfg, log)
+        metrics["quick_eval"] = setup.method.report(report_model(setup, fitted), fitted.tokenizer, fitted.eval_set,
+                                                    cfg, log)  # fmt: skip
     metrics.update(run_shape(fitted.shape.micro_batch, fitted.shape.grad_accum))  # tokens_per_s is summed over ranks
     adapter_state = gathered_state_dict(fitted.trainer, cfg.train.strategy)  # all ranks join; FSDP/ZeRO-3 only
     if not is_main_process():
@@ -189,6 +189,18 @@ def save(setup: Setup, fitted: Fitted) -> dict[str, Any]:
         f"Try it: tuneforge chat --adapter {shlex.quote(str(setup.out))} {shlex.quote(try_question(setup, fitted))}"
     )
     return metrics
+
+
+def report_model(setup: Setup, fitted: Fitted) -> Any:
+    """The trained model as the report compares it: a full fine-tune gets its base beside it (models/with_base.py)."""
+    model = fitted.trainer.model
+    if setup.resolved.config.train.finetune != "full":
+        return model  # peft: the base is the model with its adapter disabled
+    from tuneforge.machine.devices import torch_dtype
+    from tuneforge.models.loading import load_model
+    from tuneforge.models.with_base import WithBase
+
+    return WithBase(model, lambda: load_model(setup.source, torch_dtype("fp32"), setup.device))
 
 
 def log_setup(setup: Setup) -> None:
@@ -250,7 +262,10 @@ def load_base(setup: Setup) -> tuple[Any, Any]:
     cfg = setup.resolved.config
     set_seed(cfg.train.seed)  # LoRA init and dropout depend on it
     tokenizer = load_tokenizer(setup.source, cfg.model.trust_remote_code)
-    weights = setup.precision if setup.device == "cuda" else "fp32"  # CPU/MPS: fp32 weights, autocast on top
+    # CPU/MPS, and a full fine-tune anywhere: fp32 weights, autocast on top (half-precision weights
+    # would round a full fine-tune's small updates away)
+    full = cfg.train.finetune == "full"
+    weights = setup.precision if setup.device == "cuda" and not full else "fp32"
     model = load_model(
         setup.source, torch_dtype(weights), setup.device, wants_four_bit(cfg), cfg.model.trust_remote_code
     )
@@ -333,12 +348,14 @@ def write_results(setup: Setup, fitted: Fitted, metrics: dict[str, Any], adapter
 
     out, log, resolved = setup.out, setup.log, setup.resolved
     trainer, tokenizer = fitted.trainer, fitted.tokenizer
-    trainer.model.save_pretrained(out, state_dict=adapter_state)  # adapter_model.safetensors + adapter_config.json
-    if resolved.config.model.adapter is not None:
-        from tuneforge.recipe.start_adapter import fold_into_saved
+    # adapter_model.safetensors + adapter_config.json; a full fine-tune: model.safetensors + config.json
+    trainer.model.save_pretrained(out, state_dict=adapter_state)
+    if resolved.config.train.finetune != "full":  # a full fine-tune holds the start adapter in its weights already
+        if resolved.config.model.adapter is not None:
+            from tuneforge.recipe.start_adapter import fold_into_saved
 
-        fold_into_saved(out, resolved.config.model.adapter)  # one adapter on the plain base, as chat and serve expect
-    results.write_portable_base(out, setup.source)  # the base by its Hub id, not this machine's cache path
+            fold_into_saved(out, resolved.config.model.adapter)  # one adapter on the plain base, as chat expects
+        results.write_portable_base(out, setup.source)  # the base by its Hub id, not this machine's cache path
     tokenizer.chat_template = chat_template(tokenizer, resolved.config.data.template)  # what training used
     if hasattr(tokenizer, "backend_tokenizer"):
         # the quick eval's left padding is state of that batch, not of the tokenizer; without it the
@@ -377,7 +394,8 @@ def log_summary(log: Any, metrics: dict[str, Any], out: Path) -> None:
         log.info(f"held-out preference accuracy: start {100 * before['accuracy']:.1f}% -> tuned "
                  f"{100 * after['accuracy']:.1f}%; margin {before['margin']:+.3f} -> {after['margin']:+.3f} nats")  # fmt: skip
     plot = ", loss.png" if (out / "loss.png").is_file() else ""
-    log.info(f"saved adapter, tokenizer, tuneforge.yaml, metrics.json{plot} and README.md in {out}")
+    what = "model" if (out / "model.safetensors").is_file() else "adapter"
+    log.info(f"saved {what}, tokenizer, tuneforge.yaml, metrics.json{plot} and README.md in {out}")
 
 
 def try_question(setup: Setup, fitted: Fitted) -> str:

@@ -9,6 +9,41 @@ from tuneforge.config import TuneforgeConfig, wants_four_bit
 from tuneforge.recipe.oom import BatchShape
 
 
+def check_finetune(cfg: TuneforgeConfig, hardware: Any, precision: str) -> None:
+    """--finetune full before any model loads: not on a 4-bit base, and only when it fits (machine/finetune_memory.py)."""
+    from tuneforge.errors import UserError
+    from tuneforge.machine.finetune_memory import check_full_fits
+    from tuneforge.machine.hardware import detect_hardware
+    from tuneforge.presets import estimate_model_params
+
+    t = cfg.train
+    if t.finetune != "full":
+        return
+    if cfg.model.load_in_4bit:
+        raise UserError("--finetune full trains every weight in fp32 and can't train 4-bit weights, but "
+                        "--load-in-4bit is on. Turn it off (--no-load-in-4bit), or use --finetune qlora for LoRA on a "
+                        "4-bit base.", field="train.finetune")  # fmt: skip
+    params = estimate_model_params(cfg.model.name)
+    tokens = t.batch_size * t.max_seq_length
+    check_full_fits(hardware or detect_hardware(), params, precision, tokens, t.gradient_checkpointing, cfg.model.name)
+
+
+def trainable(model: Any, cfg: TuneforgeConfig) -> Any:
+    """What trains: the whole model (--finetune full), or LoRA/DoRA adapters on it (peft)."""
+    if cfg.train.finetune != "full":
+        return add_lora(model, cfg, cfg.train.gradient_checkpointing)
+    model.config.use_cache = False  # as add_lora: no KV cache in training (packed rows need the per-example mask)
+    return model
+
+
+def describe_trainable(model: Any, finetune: str) -> str:
+    """The log's line: how much of the model trains."""
+    total = sum(p.numel() for p in model.parameters())
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    what = "full fine-tuning" if finetune == "full" else "DoRA" if finetune == "dora" else "LoRA"
+    return f"{what}: {count / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters ({100 * count / total:.2f}%)"
+
+
 def add_lora(model: Any, cfg: TuneforgeConfig, gradient_checkpointing: bool) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 

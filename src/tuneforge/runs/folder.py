@@ -17,7 +17,20 @@ from typing import Any
 from tuneforge.errors import UserError
 from tuneforge.models.loading import ModelSource, resolve_model
 
-NEEDED = ("adapter_config.json", "adapter_model.safetensors", "tuneforge.yaml")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FULL_FILES = ("config.json", "model.safetensors")
+
+
+def is_full_model(folder: Path) -> bool:
+    """The one rule for what a results folder holds: a full fine-tune's model (config.json, no
+    adapter_config.json; `--finetune full`), else a LoRA/DoRA adapter. chat, eval, serve, export
+    and push ask here."""
+    return (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
+
+
+def weight_files(folder: Path) -> tuple[str, ...]:
+    """The files that hold what the run trained: the full model's, or the adapter's."""
+    return FULL_FILES if is_full_model(folder) else ADAPTER_FILES
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,7 @@ def open_run(folder: Path, model_override: str | None = None, checksums: bool = 
             f"The adapter folder '{folder}' does not exist. "
             "Pass the results folder of a run with --adapter (default: results)."
         )
-    missing = [name for name in NEEDED if not (folder / name).is_file()]
+    missing = [name for name in (*weight_files(folder), "tuneforge.yaml") if not (folder / name).is_file()]
     if missing and run_status(folder) == "unfinished":
         raise UserError(
             f"The run in '{folder}' has not finished, so it has no adapter yet. Run the same `tuneforge train` "
@@ -207,7 +220,11 @@ def model_key(source: ModelSource) -> str:
 
 
 def load_tuned(run: TrainedRun) -> tuple[Any, Any]:
-    """The base model wrapped with the run's adapter, and the tokenizer saved with the run."""
+    """The base model wrapped with the run's adapter, and the tokenizer saved with the run.
+
+    A full fine-tune loads its own weights instead, with the base beside it on first use
+    (models/with_base.py), so `disable_adapter()` gives the base in both cases.
+    """
     from peft import PeftModel
 
     from tuneforge.models.loading import load_for_inference
@@ -215,6 +232,8 @@ def load_tuned(run: TrainedRun) -> tuple[Any, Any]:
 
     trust = bool(run.config.get("model", {}).get("trust_remote_code", False))
     tokenizer = load_tokenizer_from(run.folder, trust, with_chat_template=True)
+    if is_full_model(run.folder):
+        return load_full(run.folder, run.source, trust).eval(), tokenizer
     base = load_for_inference(run.source, trust_remote_code=trust)
     try:
         model = PeftModel.from_pretrained(base, run.folder)
@@ -224,6 +243,16 @@ def load_tuned(run: TrainedRun) -> tuple[Any, Any]:
             f"{str(exc).splitlines()[0][:200]}. Use the base model the adapter was trained on."
         ) from None
     return model.eval(), tokenizer
+
+
+def load_full(folder: Path, base: ModelSource, trust_remote_code: bool = False) -> Any:
+    """A full fine-tune's weights for answering, its base loaded beside it when first asked for."""
+    from tuneforge.models.loading import load_for_inference
+    from tuneforge.models.with_base import WithBase
+
+    tuned = load_for_inference(ModelSource(str(folder), str(folder), "local", f"full fine-tune in {folder}"),
+                               trust_remote_code=trust_remote_code)  # fmt: skip
+    return WithBase(tuned, lambda: load_for_inference(base, trust_remote_code=trust_remote_code))
 
 
 def _adapter_config(folder: Path) -> dict[str, Any]:

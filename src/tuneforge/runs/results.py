@@ -81,9 +81,17 @@ def write_model_card(folder: Path, resolved: Any, source: Any, metrics: dict[str
     cfg = resolved.config
     base = hub_card.base_facts(source)
     data = hub_card.data_facts(cfg.model_dump(mode="json"))
+    full = cfg.train.finetune == "full"
+    trained = (
+        ("fine-tuning", "full: every weight trained")
+        if full
+        else (
+            "LoRA",
+            f"r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={cfg.lora.target_modules}",
+        )
+    )
     rows = [
-        ("base model", base.shown), ("data", data.shown),
-        ("LoRA", f"r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={cfg.lora.target_modules}"),
+        ("base model", base.shown), ("data", data.shown), trained,
         ("steps", f"{metrics['steps']} x micro-batch {metrics.get('micro_batch', cfg.train.batch_size)} x accumulation "
                   f"{metrics.get('grad_accum', cfg.train.grad_accum)}"),
         ("max length / learning rate", f"{cfg.train.max_seq_length} / {cfg.train.learning_rate}"),
@@ -101,18 +109,26 @@ def write_model_card(folder: Path, resolved: Any, source: Any, metrics: dict[str
     if quick and quick_table:
         table += f"\n\n### Before/after on {quick['examples']} held-out questions (greedy)\n\n{quick_table}"
     note = base.note
-    if not base.hub_id:
+    if not base.hub_id and not full:
         note += f" adapter_config.json records only that name: pass the folder's path (`--model path/to/{base.name}`)."
     note = f"\n> {note.strip()}\n" if note else ""
-    body = f"""# LoRA adapter for {base.name}, made with tuneforge
+    title = (
+        f"{base.name}, fully fine-tuned with tuneforge"
+        if full
+        else f"LoRA adapter for {base.name}, made with tuneforge"
+    )
+    body = f"""# {title}
 
 | | |
 |---|---|
 {table}
 {note}
-{adapter_usage(folder.name, base)}
+{full_usage(folder.name) if full else adapter_usage(folder.name, base)}
 {hub_card.licence_section(base, data)}"""
-    fields = hub_card.metadata(base, data, "adapter", "peft", ["lora", cfg.train.method, "peft"])
+    if full:
+        fields = hub_card.metadata(base, data, "finetune", "transformers", ["full-fine-tune", cfg.train.method])
+    else:
+        fields = hub_card.metadata(base, data, "adapter", "peft", ["lora", cfg.train.method, "peft"])
     (folder / "README.md").write_text(hub_card.render(fields, body), encoding="utf-8")
 
 
@@ -127,6 +143,25 @@ def preference_rows(figures: dict[str, Any] | None) -> list[tuple[str, str]]:
         ("held-out margin, log p(chosen) - log p(rejected)",
          f"{before['margin']:+.3f} (start) -> {after['margin']:+.3f} (tuned) nats"),
     ]  # fmt: skip
+
+
+def full_usage(where: str) -> str:
+    """The "Use it" section of a full fine-tune: the folder is a model of its own."""
+    return f"""## Use it
+
+```bash
+tuneforge chat --adapter {where} "Please tell me about Bursitis."
+tuneforge serve --adapter {where}
+tuneforge export --adapter {where} --format gguf --ollama my-model
+```
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{where}")
+tokenizer = AutoTokenizer.from_pretrained("{where}")
+```
+"""
 
 
 def adapter_usage(where: str, base: Any, repo: str | None = None) -> str:

@@ -3,7 +3,7 @@
 The start-up check compares this with the free space before any model loads, so a run that
 can't fit stops in seconds instead of at its first checkpoint. A LoRA checkpoint holds the
 adapter in fp32 and AdamW's two moments of the same size, plus the tokenizer; the results hold
-the adapter and the tokenizer once more. Shapes come from the base's config.json; a base not
+the adapter and the tokenizer once more. A full fine-tune's hold the whole model the same way. Shapes come from the base's config.json; a base not
 on disk yet (a preset before its first conversion) gets a fixed floor, and the log says so.
 """
 
@@ -50,7 +50,12 @@ def estimate(config: dict[str, Any]) -> SpaceNeed:
         shapes = json.loads((base / "config.json").read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - a hub id, a preset not converted yet, a bad config: the floor, said so
         return SpaceNeed(FLOOR_BYTES, 0, keep, 0)
-    params = lora_parameters(shapes, int(config["lora"]["r"]), config["lora"]["target_modules"])
+    if (config.get("train") or {}).get("finetune") == "full":  # every weight is saved, with its AdamW moments
+        from tuneforge.presets import estimate_model_params
+
+        params = estimate_model_params(str(base))
+    else:
+        params = lora_parameters(shapes, int(config["lora"]["r"]), config["lora"]["target_modules"])
     if not params:
         return SpaceNeed(FLOOR_BYTES, 0, keep, 0)
     tokenizer = sum((base / name).stat().st_size for name in TOKENIZER_FILES if (base / name).is_file())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UserError
+from tuneforge.runs.folder import is_full_model
 from tuneforge.serving.engine import BASE, Engine
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -40,6 +41,13 @@ def parse_adapter_specs(values: list[str], checksums: bool = True) -> list[Adapt
         spec = AdapterSpec(name, Path(path).expanduser())
         _check_adapter(spec, {s.name for s in specs}, checksums)
         specs.append(spec)
+    full = [spec for spec in specs if is_full_model(spec.path)]
+    if full and len(specs) > 1:
+        raise UserError(
+            f"'{full[0].path}' holds a full fine-tune (--finetune full), which is a whole model, not an adapter "
+            "on a shared base. Serve it alone with `tuneforge serve --adapter "
+            f"{full[0].path}`, and the other folders with another `tuneforge serve` process."
+        )
     return specs
 
 
@@ -56,6 +64,8 @@ def _check_adapter(spec: AdapterSpec, taken: set[str], checksums: bool) -> None:
         raise UserError(f"The adapter name '{spec.name}' {why}. Pick another with --adapter NAME=FOLDER.")
     if spec.path.is_dir():
         check_folder(spec.path, checksums)
+    if is_full_model(spec.path) and (spec.path / "model.safetensors").is_file():
+        return  # a full fine-tune: served alone, as the model itself (parse_adapter_specs checks that)
     if not (spec.path / "adapter_config.json").is_file():
         raise UserError(
             f"'{spec.path}' ({where}) is not a results folder: it has no adapter_config.json. "
@@ -104,7 +114,9 @@ def load_engine(
     # The results folder's tokenizer first: training may have added the pad token or chat template.
     first = specs[0].path if specs and (specs[0].path / "tokenizer_config.json").is_file() else None
     tokenizer = load_tokenizer_from(first or model_path(source), with_chat_template=True)
-    if specs:
+    if specs and is_full_model(specs[0].path):
+        model = _full_model(model, specs[0], log)
+    elif specs:
         model = _attach_adapters(model, specs, log)
     model.eval()
     context = _context_length(model.config, tokenizer)
@@ -129,6 +141,16 @@ def _attach_adapters(base: Any, specs: list[AdapterSpec], log: Callable[[str], N
             ) from None
         log(f"adapter '{spec.name}': {spec.path}")
     return model
+
+
+def _full_model(base: Any, spec: AdapterSpec, log: Callable[[str], None]) -> Any:
+    """A full fine-tune answers as the named model; the base already loaded answers as 'base'."""
+    from tuneforge.models.loading import ModelSource, load_for_inference
+    from tuneforge.models.with_base import WithBase
+
+    tuned = load_for_inference(ModelSource(str(spec.path), str(spec.path), "local", f"full fine-tune in {spec.path}"))
+    log(f"full fine-tune '{spec.name}': {spec.path}")
+    return WithBase(tuned, lambda: base)
 
 
 def _context_length(config: Any, tokenizer: Any) -> int:

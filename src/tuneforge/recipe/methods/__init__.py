@@ -31,23 +31,21 @@ class Method:
     measure: Callable[..., dict[str, float] | None] | None = None  # (trainer, eval rows, log, label) -> {"loss": ...}
 
 
-def method_for(name: str) -> Method:
-    """The method table, imported only when a run starts (TRL is heavy)."""
-    from tuneforge.recipe.methods import dpo, kto, orpo, pretrain, sft
+METHODS = ("sft", "pretrain", "dpo", "orpo", "kto")  # each a module here with a METHOD
 
-    methods = {
-        "sft": sft.METHOD,
-        "pretrain": pretrain.METHOD,
-        "dpo": dpo.METHOD,
-        "orpo": orpo.METHOD,
-        "kto": kto.METHOD,
-    }
-    if name not in methods:
+
+def method_for(name: str) -> Method:
+    """The chosen method's table, its module imported only now: TRL's preference trainers alone take
+    seconds to import, which a run of another method, or a bad flag, should not wait for."""
+    import importlib
+
+    if name not in METHODS:
         raise UserError(
             f"Training method '{name}' (--method) is not built into this version of tuneforge yet. "
-            f"Choose one of: {', '.join(methods)}."
+            f"Choose one of: {', '.join(METHODS)}."
         )
-    return methods[name]
+    method: Method = importlib.import_module(f"tuneforge.recipe.methods.{name}").METHOD
+    return method
 
 
 AUTO_PRETRAIN = "auto: the data is raw text"

@@ -1,4 +1,9 @@
-"""Direct preference optimization: TRL's DPOTrainer, the reference being the policy with its adapter disabled."""
+"""Direct preference optimization: TRL's DPOTrainer, the reference being the policy with its adapter disabled.
+
+A full fine-tune (--finetune full) has no adapter to disable. TRL would then load a second copy
+of the model as the reference; here it scores the reference once, before the first step, and
+keeps only those numbers (precompute_ref_log_probs; preference.ReferenceScoredOnce).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,8 @@ from tuneforge.recipe.oom import BatchShape
 BETA = 0.1  # TRL's default: how far the policy may move from the reference
 
 
-class CheckpointingDPOTrainer(CheckpointingMixin, DPOTrainer):
-    """DPOTrainer with the checkpoint hooks."""
+class CheckpointingDPOTrainer(shared.ReferenceScoredOnce, CheckpointingMixin, DPOTrainer):
+    """DPOTrainer with the checkpoint hooks; a full fine-tune's reference is scored once per run."""
 
 
 def build_trainer(model: Any, tokenizer: Any, datasets: tuple[Any, Any], cfg: TuneforgeConfig, shape: BatchShape,

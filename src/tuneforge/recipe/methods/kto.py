@@ -22,8 +22,8 @@ from tuneforge.recipe.oom import BatchShape
 BETA = 0.1  # TRL's default: how far the policy may move from the reference
 
 
-class CheckpointingKTOTrainer(CheckpointingMixin, KTOTrainer):
-    """KTOTrainer with the checkpoint hooks."""
+class CheckpointingKTOTrainer(shared.ReferenceScoredOnce, CheckpointingMixin, KTOTrainer):
+    """KTOTrainer with the checkpoint hooks; a full fine-tune's reference is scored once per run."""
 
 
 def encode(

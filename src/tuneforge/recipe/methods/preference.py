@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from tuneforge.config import TuneforgeConfig
 from tuneforge.errors import UserError
@@ -112,3 +113,25 @@ def reference_is_disabled_adapter(model: Any) -> None:
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")
         model.set_adapter("default")
+
+
+_SCORED: WeakKeyDictionary[Any, dict[str, Any]] = WeakKeyDictionary()  # a run's model -> its reference scores
+
+
+class ReferenceScoredOnce:
+    """A full fine-tune's reference: the starting model's log-probabilities, scored once per run.
+
+    With no adapter to disable, TRL scores the reference before training (precompute_ref_log_probs)
+    instead of keeping a second copy of the model. A trainer rebuilt after an out-of-memory
+    step-down would score again, with the half-trained policy as its "reference"; it gets the
+    scores made before the first step instead: kept per model object, so per run, whose rows
+    (and so their tokenized form) stay the same from one trainer to the next.
+    """
+
+    model: Any
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        kept = _SCORED.setdefault(self.model, {})
+        if name not in kept or len(kept[name]) != len(dataset):
+            kept[name] = super()._precompute_ref_logps(dataset, name, batch_size)  # type: ignore[misc]
+        return kept[name]
