@@ -9,6 +9,9 @@
 - Several adapters: left unmerged, and one batch mixes them. When every row wants the same
   adapter it is simply made active; otherwise peft's `adapter_names=` runs each row's own
   LoRA matrices in the same forward ('__base__' for rows that want none).
+- A full fine-tune (models/with_base.py): no LoRA to merge or mix. The tuned weights and the
+  base are two models, so 'base' rows and tuned rows run in separate batches (`lane`), and
+  the batch's model is switched before each forward.
 """
 
 from __future__ import annotations
@@ -22,18 +25,22 @@ _PEFT_BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 class AdapterRouter:
     def __init__(self, model: Any, adapters: list[str], merge: bool = False) -> None:
         self.model, self.adapters = model, adapters
-        self.merge = merge and len(adapters) == 1
+        self.full = bool(adapters) and hasattr(model, "use_base")  # WithBase: a full fine-tune beside its base
+        self.merge = merge and len(adapters) == 1 and not self.full
         self.merged = False
         if self.merge:
             self._set_merged(True)
 
     def lane(self, name: str) -> str:
-        """Rows of one batch share a lane: with a merged adapter, 'base' can't share its weights."""
-        return name if self.merge else "any"
+        """Rows of one batch share a lane: with a merged adapter or a full fine-tune, 'base' can't share its weights."""
+        return name if self.merge or self.full else "any"
 
     def prepare(self, names: list[str]) -> dict[str, Any]:
         """Set the weights up for a forward over rows that want `names`; the forward's extra arguments."""
         if not self.adapters:
+            return {}
+        if self.full:
+            self.model.use_base(names[0] == BASE)
             return {}
         if self.merge:
             self._set_merged(names[0] != BASE)
