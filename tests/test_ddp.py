@@ -167,3 +167,25 @@ def test_fsdp_on_two_cpu_processes_trains_like_one(single_run, tiny_model_dir, t
     assert "processes: 2 (fsdp)" in done.stdout
     assert json.loads((out / "metrics.json").read_text())["world_size"] == 2
     assert adapter_diff(single_run, out) < ATOL
+
+
+def test_dpo_on_two_processes_trains_like_one(tiny_model_dir, tmp_path):
+    """--method dpo under --nproc 2: each rank's reference is its own policy with the adapter disabled; same adapter."""
+    from tests.test_preferences import preference_file
+    from tuneforge.commands.train import run_train
+
+    data = preference_file(tmp_path / "prefs.jsonl", count=16)  # 8 training pairs: a multiple of the global batch
+    run = {"train.method": "dpo", "train.max_steps": 2, "data.val_size": 8, "train.learning_rate": 2e-2,
+           "train.device": "cpu", "train.logging_steps": 1}  # fmt: skip
+    (tmp_path / "ddp").mkdir()
+    ddp = tiny_train_values(tiny_model_dir, data, tmp_path / "ddp" / "results", **run, **{"train.batch_size": 2})
+    done = _launch(_as_yaml(ddp, tmp_path / "dpo.yaml"), tmp_path / "ddp")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    single = run_train(tiny_train_values(tiny_model_dir, data, tmp_path / "single", **run))
+    metrics = json.loads((tmp_path / "ddp" / "results" / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["global_batch"], metrics["method"]) == (2, 4, "dpo")
+    assert metrics["preference"]["before"] == pytest.approx(single["preference"]["before"])
+    worst = adapter_diff(tmp_path / "ddp" / "results", tmp_path / "single")
+    assert worst < ATOL, f"DDP and single-process DPO adapters differ by {worst}"
+    moved = max(v.abs().max().item() for k, v in _adapter(tmp_path / "single").items() if "lora_B" in k)
+    assert moved > 100 * ATOL, "training barely moved the weights, so the comparison proves nothing"

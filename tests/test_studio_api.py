@@ -16,13 +16,22 @@ TOKEN = "studio-test-token"
 BASE = "http://127.0.0.1:7860"
 
 
-def fake_run(folder, status: str, steps: list[int], max_steps: int = 10) -> None:
+# What a finished DPO run writes into metrics.json (recipe/train.py: held_out_figures), by hand.
+PREFERENCE_METRICS = {
+    "method": "dpo", "final_train_loss": 0.69, "eval_loss_before": 3.2, "eval_loss_after": 3.3,
+    "preference": {"before": {"pairs": 8, "accuracy": 0.5, "margin": 0.01},
+                   "after": {"pairs": 8, "accuracy": 0.875, "margin": 0.42}},
+}  # fmt: skip
+
+
+def fake_run(folder, status: str, steps: list[int], max_steps: int = 10, metrics: dict | None = None) -> None:
     """The files `tuneforge train` writes, by hand: the marker, a log with step lines, metrics when finished."""
     folder.mkdir(parents=True)
+    metrics = metrics or {"final_train_loss": 4.0, "eval_loss_after": 4.1, "method": "sft"}
     config = {
         "model": {"name": "tiny"},
         "data": {"dataset": "terms.jsonl"},
-        "train": {"method": "sft", "max_steps": max_steps},
+        "train": {"method": metrics["method"], "max_steps": max_steps},
     }
     (folder / "tuneforge-run.json").write_text(json.dumps({"status": status, "config": config}))
     lines = ["2026-01-01 10:00:00 == tuneforge train =="]
@@ -33,9 +42,7 @@ def fake_run(folder, status: str, steps: list[int], max_steps: int = 10) -> None
     (folder / "checkpoints" / f"checkpoint-{steps[-1]}").mkdir(parents=True)
     (folder / "checkpoints" / ".staging-99").mkdir()
     if status == "finished":
-        (folder / "metrics.json").write_text(
-            json.dumps({"final_train_loss": 4.0, "eval_loss_after": 4.1, "method": "sft"})
-        )
+        (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
 @pytest.fixture
@@ -43,6 +50,7 @@ def studio(tmp_path):
     settings = StudioSettings(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", token=TOKEN, upload_cap=1000)
     fake_run(settings.runs_dir / "done", "finished", [2, 4, 6, 8, 10])
     fake_run(settings.runs_dir / "halfway", "running", [2, 4])
+    fake_run(settings.runs_dir / "prefs", "finished", [3, 6], max_steps=6, metrics=PREFERENCE_METRICS)
     with TestClient(create_app(settings), base_url=BASE) as client:
         yield client, settings
 
@@ -118,8 +126,30 @@ def test_the_run_list_comes_from_the_folders(studio):
     assert detail["checkpoints"] == ["checkpoint-4"] and "step 4/10" in detail["log_tail"][-1]
     assert client.get("/api/runs/nope").status_code == 404
     assert client.get("/api/runs/..%2Fetc").status_code == 404
-    events = client.get("/api/runs/done/events").text  # a finished run: one full state, then the stream ends
-    assert json.loads(events.split("data: ", 1)[1].split("\n\n")[0])["status"] == "finished"
+    events = client.get("/api/runs/done/events")  # a finished run: one full state, then the stream ends
+    assert json.loads(events.text.split("data: ", 1)[1].split("\n\n")[0])["status"] == "finished"
+    assert "content-encoding" not in events.headers  # gzip would hold back the live view's events
+
+
+def test_a_preference_run_shows_its_accuracy_and_two_runs_compare(studio):
+    client, _ = studio
+    prefs = client.get("/api/runs/prefs").json()
+    assert prefs["method"] == "dpo" and prefs["status"] == "finished"
+    assert prefs["figures"] == {  # where an SFT run shows its losses: accuracy first; DPO's own loss is left out
+        "preference_accuracy_before": 0.5, "preference_accuracy_after": 0.875, "preference_margin_before": 0.01,
+        "preference_margin_after": 0.42, "eval_loss_before": 3.2, "eval_loss_after": 3.3,
+    }  # fmt: skip
+    listed = {run["id"]: run for run in client.get("/api/runs").json()["runs"]}
+    assert listed["prefs"]["figures"] == prefs["figures"] and listed["done"]["method"] == "sft"
+    compared = client.get("/api/compare", params={"runs": ["done", "prefs"]}).json()
+    done, pref = compared["runs"]
+    assert (done["id"], pref["id"]) == ("done", "prefs") and (done["method"], pref["method"]) == ("sft", "dpo")
+    assert [p["step"] for p in done["points"]] == [2, 4, 6, 8, 10] and [p["step"] for p in pref["points"]] == [3, 6]
+    assert done["figures"]["final_train_loss"] == 4.0 and pref["figures"]["preference_accuracy_after"] == 0.875
+    assert compared["figures"][:2] == ["final_train_loss", "eval_loss_after"]  # every run's figures, one row each
+    assert "preference_accuracy_after" in compared["figures"]
+    assert client.get("/api/compare", params={"runs": ["done"]}).status_code == 400
+    assert client.get("/api/compare", params={"runs": ["done", "nope"]}).status_code == 404
 
 
 def test_bad_starts_get_one_paragraph_errors(studio):
@@ -138,8 +168,15 @@ def test_korean_when_the_browser_asks_and_both_languages_complete(studio):
     assert '<html lang="en">' in client.get("/", headers={"Accept-Language": "en-US,en;q=0.9,ko;q=0.5"}).text
     assert set(i18n.STRINGS["ko"]) == set(i18n.STRINGS["en"])
     assert client.get("/api/i18n").json()["ko"]["stop"] == "중지"
+    assert "medical-preferences" in i18n.STRINGS["ko"]["method_hint"]
     for asset in ("studio.js", "studio.css"):
-        assert client.get(f"/static/{asset}").status_code == 200
+        served = client.get(f"/static/{asset}")  # the client asks for gzip, as browsers do
+        assert served.status_code == 200 and served.headers["content-encoding"] == "gzip"
+    defaults = client.get("/api/defaults").json()
+    assert defaults["methods"] == ["sft", "pretrain", "dpo", "orpo", "kto"]
+    assert defaults["method_datasets"] == {"sft": "medical-terms", "pretrain": "medical-terms",
+                                           "dpo": "medical-preferences", "orpo": "medical-preferences",
+                                           "kto": "medical-preferences"}  # fmt: skip
 
 
 FAKE_TUNEFORGE = """
@@ -161,10 +198,12 @@ else:
 """
 
 
-def test_eval_export_and_a_failed_run_through_the_job_queue(tmp_path):
+def test_eval_export_and_a_failed_run_through_the_job_queue(tmp_path, monkeypatch):
     """The routes' plumbing with a stand-in for the `tuneforge` command (the real one runs in the browser test)."""
     import sys
     import time
+
+    import yaml
 
     fake = tmp_path / "fake_tuneforge.py"
     fake.write_text(FAKE_TUNEFORGE)
@@ -196,7 +235,25 @@ def test_eval_export_and_a_failed_run_through_the_job_queue(tmp_path):
         assert client.get(f"/api/exports/{export['name']}/done-f16.gguf").content == b"GGUF"
         assert client.get(f"/api/exports/{export['name']}/..%2F..%2Fjobs.json").status_code == 404
         assert client.post("/api/runs/halfway/chat", json={"messages": []}, headers=auth).status_code == 404
-        client.post("/api/runs", json={"name": "broken", "settings": {"train.max_steps": 2}}, headers=auth)
+        # a typed path is resolved as `train` resolves it, and the child is given exactly what the page showed
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        (tmp_path / "mine.jsonl").write_text("{}\n")
+        mine = {"typed": "mine.jsonl", "path": str((tmp_path / "mine.jsonl").resolve()), "kind": "file", "size": 3}
+        assert client.get("/api/resolve", params={"path": "mine.jsonl"}).json() == mine
+        assert client.get("/api/resolve", params={"path": "~/mine.jsonl"}).json()["path"] == mine["path"]
+        assert client.get("/api/resolve", params={"path": "./"}).json()["kind"] == "folder"
+        missing = client.get("/api/resolve", params={"path": "gone/../nope.jsonl"}).json()
+        assert missing["kind"] == "missing" and missing["path"] == str(tmp_path.resolve() / "nope.jsonl")
+        kinds = {typed: client.get("/api/resolve", params={"path": typed, "field": field}).json()["kind"]
+                 for typed, field in (("medical-preferences", "data"), ("smollm2-135m", "model"), ("org/name", "data"))}  # fmt: skip
+        assert kinds == {"medical-preferences": "preset", "smollm2-135m": "preset", "org/name": "hub"}
+        assert client.get("/api/resolve", params={"path": "x", "field": "secrets"}).status_code == 400
+        typed = {"train.max_steps": 2, "train.method": "dpo", "data.dataset": "mine.jsonl", "model.name": "org/name"}
+        client.post("/api/runs", json={"name": "broken", "settings": typed}, headers=auth)
+        job_yaml = yaml.safe_load((settings.jobs_dir / "broken.yaml").read_text())
+        assert job_yaml["data"] == {"dataset": mine["path"]} and job_yaml["model"] == {"name": "org/name"}
+        assert job_yaml["train"] == {"max_steps": 2, "method": "dpo"}  # the method the form chose, to the child
         settle(client, "broken")
         broken = client.get("/api/runs/broken").json()
         assert broken["status"] == "failed" and broken["error"].startswith("Error: The data file 'x.jsonl' has no rows")

@@ -1,4 +1,4 @@
-"""The studio's job queue with a real `tuneforge train` child: a studio restart mid-run reattaches, Stop saves."""
+"""The studio's job queue with a real `tuneforge train` child: restart mid-run reattaches, Stop saves, DPO check."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ def test_a_restarted_studio_reattaches_to_the_running_child_and_stop_saves(tmp_p
         assert waiting["job"]["state"] == "queued"  # one run trains at a time; the rest wait in line
         assert first.get("/api/runs/next").json()["job"]["queue_position"] == 1
         assert first.post("/api/runs/next/stop", headers=AUTH).json()["stopping"]  # a queued job is dropped
+        # the page's check, with the real commands, while "long" trains: the method chosen on the form, and DPO
+        # without data reads medical-preferences, as `tuneforge train --method dpo` does
+        check = first.post("/api/check", json={"settings": {"model.name": str(tiny_model_dir), "train.method": "dpo"}},
+                           headers=AUTH).json()  # fmt: skip
+        assert check["data"]["method"] == "dpo" and check["data"]["dataset"] == "medical-preferences", check
+        assert check["data"]["pair"]["chosen"]["tokens"] > 0 and check["data"]["pair"]["rejected"]["text"]
+        assert check["settings"]["sources"]["data.dataset"] == "default for --method dpo"
         wait_for(first, "long", lambda s: len(s["points"]) >= 2)
     # the first studio is gone; its child is not
     with TestClient(create_app(settings), base_url="http://127.0.0.1:7860") as second:

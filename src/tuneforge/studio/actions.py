@@ -73,7 +73,7 @@ def register(app: FastAPI, settings: StudioSettings, queue: JobQueue) -> None:
         folders = {folder.name: folder for folder in _export_folders(settings)}
         if name not in folders or file not in {p.name for p in folders[name].iterdir() if p.is_file()}:
             raise HTTPException(404, f"There is no file '{file}' in the export '{name}'.")
-        return FileResponse(folders[name] / file, filename=file)
+        return FileResponse(folders[name] / file, filename=file, media_type="application/octet-stream")
 
     @app.post("/api/runs/{run}/chat")
     def chat(run: str, body: dict[str, Any] = Body(...)) -> StreamingResponse:

@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 
 from tuneforge.errors import UserError
 from tuneforge.studio import catalog, commands_argv, discovery, i18n
@@ -44,6 +45,10 @@ def create_app(settings: StudioSettings) -> FastAPI:
     app = FastAPI(title="tuneforge studio", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.queue, app.state.chat = settings, queue, ChatEngines()
     app.middleware("http")(guard(settings))
+    # The page, its script and the JSON, gzipped (about a third of the bytes); never the event stream (Starlette
+    # leaves text/event-stream alone) nor downloads, sent as octet-stream: gzip gains nothing on model weights.
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6,
+                       exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "application/octet-stream"))  # fmt: skip
     _errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _page_routes(app, settings)
@@ -83,21 +88,26 @@ def _page_routes(app: FastAPI, settings: StudioSettings) -> None:
 
     @app.get("/api/defaults")
     def defaults() -> dict[str, Any]:
+        """Presets, the methods `train --method` takes and the dataset each reads when none is typed."""
+        from typing import get_args
+
+        from tuneforge.config import METHOD_DEFAULTS, TrainSection, default_values
         from tuneforge.presets import DATASET_PRESETS, MODEL_PRESETS
 
-        return {"models": list(MODEL_PRESETS), "datasets": list(DATASET_PRESETS), "runs_dir": str(settings.runs_dir)}
+        methods = list(get_args(TrainSection.model_fields["method"].annotation))
+        plain = default_values()["data.dataset"]
+        datasets = {method: METHOD_DEFAULTS.get(method, {}).get("data.dataset", plain) for method in methods}
+        return {"models": list(MODEL_PRESETS), "datasets": list(DATASET_PRESETS), "runs_dir": str(settings.runs_dir),
+                "methods": methods, "method_datasets": datasets}  # fmt: skip
 
     @app.get("/api/resolve")
-    def resolve(path: str) -> dict[str, Any]:
-        """A typed path, resolved: the page shows exactly which file or folder will be read."""
-        target = Path(path).expanduser().resolve()
-        kind = "folder" if target.is_dir() else "file" if target.is_file() else "missing"
-        return {
-            "typed": path,
-            "path": str(target),
-            "kind": kind,
-            "size": target.stat().st_size if kind == "file" else None,
-        }
+    def resolve(path: str, field: str = "data") -> dict[str, Any]:
+        """A typed name, resolved as `train` will: the page shows exactly which file or folder will be read."""
+        from tuneforge.studio.typed_paths import PATH_SETTINGS, resolve_typed
+
+        if field not in PATH_SETTINGS.values():
+            raise HTTPException(400, f"'field' is one of {', '.join(PATH_SETTINGS.values())}, not '{field}'.")
+        return resolve_typed(path, field)
 
     @app.post("/api/uploads", status_code=201)
     async def upload(request: Request, name: str) -> dict[str, Any]:
@@ -119,6 +129,16 @@ def _run_routes(app: FastAPI, settings: StudioSettings, queue: JobQueue) -> None
     @app.get("/api/runs")
     def runs() -> dict[str, Any]:
         return {"runs": catalog.list_runs(settings.runs_dir, queue)}
+
+    @app.get("/api/compare")
+    def compare(runs: list[str] = Query(...)) -> dict[str, Any]:
+        """Runs side by side (`?runs=a&runs=b`): each one's loss curve, and their figures under one set of keys."""
+        if not 2 <= len(runs) <= 4:
+            raise UserError(f"Compare takes 2 to 4 runs (?runs=a&runs=b), not {len(runs)}.")
+        shown = [catalog.describe(settings.runs_dir, queue, known(run)) for run in runs]
+        fields = ("id", "status", "model", "data", "method", "step", "points", "figures")
+        return {"runs": [{key: run[key] for key in fields} for run in shown],
+                "figures": list(dict.fromkeys(key for run in shown for key in run["figures"]))}  # fmt: skip
 
     @app.post("/api/runs", status_code=201)
     def start(body: dict[str, Any] = Body(...)) -> dict[str, Any]:

@@ -30,8 +30,10 @@ def check_settings(values: dict[str, Any]) -> dict[str, Any]:
 
 def train_argv(settings: StudioSettings, job_file: Path, run: str, values: dict[str, Any]) -> list[str]:
     """`train --config <job>.yaml --output-dir <runs>/<run>`: a YAML file carries every key, flag or not."""
+    from tuneforge.studio.typed_paths import absolute_paths
+
     sections: dict[str, dict[str, Any]] = {}
-    for key, value in check_settings(values).items():
+    for key, value in absolute_paths(check_settings(values)).items():
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = value
     job_file.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,10 @@ STEP_LINE = re.compile(
     r"(?:.*?(?P<speed>[\d,]+) tok/s)?"
 )
 SHOWN_FIGURES = ("final_train_loss", "eval_loss_before", "eval_loss_after", "tokens_per_s", "train_time_s")
+# A preference run's loss is DPO's, ORPO's or KTO's own, not comparable with an SFT loss: its headline is the
+# held-out preference accuracy and margin (metrics.json "preference"), then the chosen answers' loss and speed.
+PREFERENCE_FIGURES = ("accuracy", "margin")
+PREFERENCE_SHOWN = ("eval_loss_before", "eval_loss_after", "tokens_per_s", "train_time_s")
 
 
 def run_folders(runs_dir: Path) -> list[Path]:
@@ -55,12 +59,25 @@ def summary(folder: Path) -> dict[str, Any]:
         "status": folder_status(folder),
         "model": config.get("model", {}).get("name"),
         "data": config.get("data", {}).get("dataset"),
-        "method": config.get("train", {}).get("method") or metrics.get("method"),
+        # metrics.json says what ran (raw text under the default method trains as pretrain); the marker what was asked
+        "method": metrics.get("method") or config.get("train", {}).get("method"),
         "max_steps": config.get("train", {}).get("max_steps"),
         "step": points[-1]["step"] if points else 0,
-        "figures": {key: metrics[key] for key in SHOWN_FIGURES if isinstance(metrics.get(key), (int, float))},
+        "figures": headline_figures(metrics),
         "updated": datetime.fromtimestamp(folder.stat().st_mtime).isoformat(timespec="seconds"),
     }
+
+
+def headline_figures(metrics: dict[str, Any]) -> dict[str, float]:
+    """The figures the runs table and the comparison show: SFT's losses, or a preference run's accuracy first."""
+    number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
+    preference = metrics.get("preference")
+    if not isinstance(preference, dict):
+        return {key: metrics[key] for key in SHOWN_FIGURES if number(metrics.get(key))}
+    sides = {when: preference.get(when) or {} for when in ("before", "after")}  # "after": None when not measured
+    shown = {f"preference_{key}_{when}": figures[key] for key in PREFERENCE_FIGURES
+             for when, figures in sides.items() if number(figures.get(key))}  # fmt: skip
+    return shown | {key: metrics[key] for key in PREFERENCE_SHOWN if number(metrics.get(key))}
 
 
 def detail(folder: Path, tail_lines: int = 40) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 const TOKEN = document.querySelector('meta[name="studio-token"]').content;
 const LIVE = ["queued", "running"];
 let STRINGS = {}, lang = localStorage.getItem("studio-lang") || document.documentElement.lang || "en";
-let currentRun = null, source = null, jobTimer = null;
+let currentRun = null, source = null, jobTimer = null, DEFAULTS = {};
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
@@ -14,6 +14,8 @@ const el = (tag, attrs = {}, ...children) => {
 };
 const t = (key) => (STRINGS[lang] && STRINGS[lang][key]) || STRINGS.en?.[key] || key;
 const fmt = (x, d = 4) => (typeof x === "number" ? (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(d)) : x ?? "");
+const figureValue = (key, x) => (key.includes("accuracy") && typeof x === "number" ? `${(100 * x).toFixed(1)}%` : fmt(x));
+const figureText = (figures) => Object.entries(figures || {}).map(([k, v]) => `${t(k)} ${figureValue(k, v)}`).join(", ");
 
 async function api(method, path, body, raw) {
   const init = { method, headers: { "X-Studio-Token": TOKEN } };
@@ -49,6 +51,7 @@ function showTab(name) {
   for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== `tab-${name}`;
   for (const button of document.querySelectorAll("nav button")) button.classList.toggle("active", button.dataset.tab === name);
   if (name === "runs") loadRuns();
+  if (name === "new") loadAdapters().catch(() => {});
   if (name === "exports") loadExports($("#exports-out"));
 }
 for (const button of document.querySelectorAll("nav button")) button.addEventListener("click", () => (location.hash = button.dataset.tab));
@@ -66,18 +69,32 @@ function formSettings() {
   put("model.name", $("#f-model").value.trim());
   put("data.dataset", $("#f-data").value.trim());
   put("train.method", $("#f-method").value);
+  put("model.adapter", $("#f-adapter").value);
   put("train.max_steps", $("#f-steps").value, Number);
   put("train.batch_size", $("#f-batch").value, Number);
   put("train.learning_rate", $("#f-lr").value, Number);
   return settings;
 }
-async function showResolved() {
-  const typed = $("#f-data").value.trim();
-  if (!typed || !/[\/\\.]/.test(typed)) return $("#resolved").replaceChildren();
-  const info = await api("GET", `/api/resolve?path=${encodeURIComponent(typed)}`);
-  $("#resolved").textContent = `${t("resolved")}: ${info.path} (${info.kind}${info.size != null ? `, ${info.size} bytes` : ""})`;
+// what a typed name will read, as `train` decides it; the run's YAML carries the same absolute path
+async function showResolved(input = "#f-data", box = "#resolved", field = "data") {
+  const typed = $(input).value.trim();
+  if (!typed) return $(box).replaceChildren();
+  const info = await api("GET", `/api/resolve?field=${field}&path=${encodeURIComponent(typed)}`);
+  $(box).dataset.kind = info.kind;
+  $(box).textContent = `${t("resolved")}: ${info.path} (${t(`kind_${info.kind}`)}${info.size != null ? `, ${info.size} bytes` : ""})`;
 }
 $("#f-data").addEventListener("change", () => showResolved().catch((e) => showError("#resolved", e)));
+$("#f-model").addEventListener("change", () => showResolved("#f-model", "#resolved-model", "model").catch((e) => showError("#resolved-model", e)));
+$("#f-method").addEventListener("change", () => {  // dpo/orpo/kto without data read medical-preferences, as the CLI does
+  $("#f-data").placeholder = DEFAULTS.method_datasets?.[$("#f-method").value || "sft"] || "";
+});
+async function loadAdapters() {  // "start from": a finished run's adapter, e.g. SFT before DPO
+  const { runs } = await api("GET", "/api/runs");
+  const select = $("#f-adapter"), kept = select.value;
+  const finished = runs.filter((run) => run.status === "finished");
+  select.replaceChildren(select.options[0], ...finished.map((run) => el("option", { value: `${DEFAULTS.runs_dir}/${run.id}` }, `${run.id} (${run.method || "?"})`)));
+  select.value = kept;
+}
 $("#f-upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file) return;
@@ -96,11 +113,16 @@ function renderCheck(result) {
   const out = [];
   const data = result.data || {};
   if (data.error) out.push(el("div", { class: "error" }, data.error));
+  else if ("pair" in data) out.push(...pairCheck(data));
   else {
-    out.push(el("p", {}, `${data.examples} ${t("examples")} (${data.format}); train ${data.split?.train}, held out ${data.split?.held_out}; ${data.template}`));
-    const example = el("pre", { id: "example" });
-    for (const piece of data.example?.pieces || []) example.append(piece.trained ? el("mark", { class: "trained" }, piece.text) : piece.text);
-    out.push(el("small", {}, t("trained_tokens")), example);
+    out.push(el("p", { id: "check-summary" }, `${t("method")}: ${data.method} · ${data.examples} ${t("examples")} (${data.format}); train ${data.split?.train}, held out ${data.split?.held_out}; ${data.template}`));
+    const blocks = data.pretrain;
+    if (blocks) out.push(el("p", {}, `${t("pretrain_blocks")}: ${blocks.documents} documents, ${blocks.tokens} tokens, ${blocks.blocks} × ${blocks.block}`));
+    else {
+      const example = el("pre", { id: "example" });
+      for (const piece of data.example?.pieces || []) example.append(piece.trained ? el("mark", { class: "trained" }, piece.text) : piece.text);
+      out.push(el("small", {}, t("trained_tokens")), example);
+    }
   }
   const dry = result.settings || {};
   if (dry.error) out.push(el("div", { class: "error" }, dry.error));
@@ -112,6 +134,14 @@ function renderCheck(result) {
     out.push(el("table", { id: "settings-table" }, el("thead", {}, el("tr", {}, el("th", {}, t("setting")), el("th", {}, t("value")), el("th", {}, t("source")))), body));
   }
   $("#check-out").replaceChildren(...out);
+}
+function pairCheck(data) {  // `data check --method dpo|orpo|kto`: one pair, the answer tokens each side is scored on
+  const unpaired = data.unpaired ? `, ${data.unpaired} ${t("unpaired")}` : "";
+  const out = [el("p", { id: "check-summary" }, `${t("method")}: ${data.method} · ${data.rows} ${t("pairs")} (${data.format}${unpaired}); train ${data.split.train}, held out ${data.split.held_out}; ${data.template}`)];
+  if (data.pair) out.push(el("small", {}, t("scored_tokens")));
+  for (const side of data.pair ? ["chosen", "rejected"] : [])
+    out.push(el("p", {}, `${t(side)} (${data.pair[side].tokens})`), el("pre", { class: `pair ${side}` }, data.pair.prompt.text, el("mark", { class: "trained" }, data.pair[side].text)));
+  return out;
 }
 $("#new-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -125,7 +155,7 @@ $("#new-form").addEventListener("submit", async (event) => {
 async function loadRuns() {
   const { runs } = await api("GET", "/api/runs");
   const rows = runs.map((run) => {
-    const figures = Object.entries(run.figures || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
+    const figures = figureText(run.figures);
     const row = el("tr", { class: "clickable", "data-run": run.id },
       el("td", {}, el("input", { type: "checkbox", value: run.id })), el("td", {}, run.id),
       el("td", {}, el("span", { class: `status ${run.status}` }, t(run.status))), el("td", {}, run.model || ""),
@@ -138,15 +168,18 @@ async function loadRuns() {
 }
 $("#compare").addEventListener("click", async () => {
   const ids = [...document.querySelectorAll("#runs-table input:checked")].map((box) => box.value).slice(0, 2);
-  if (ids.length < 2) return;
-  const runs = await Promise.all(ids.map((id) => api("GET", `/api/runs/${encodeURIComponent(id)}`)));
+  if (ids.length < 2) return $("#compare-out").replaceChildren(el("p", { class: "muted" }, t("compare_hint")));
+  let compared;
+  try { compared = await api("GET", `/api/compare?${ids.map((id) => `runs=${encodeURIComponent(id)}`).join("&")}`); }
+  catch (err) { return showError("#compare-out", err); }
+  const { runs, figures } = compared;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", "0 0 600 240");
   svg.id = "compare-chart";
   drawChart(svg, runs.map((run) => ({ label: run.id, points: run.points })));
-  const keys = [...new Set(runs.flatMap((run) => Object.keys(run.figures)))];
-  const table = el("table", {}, el("tr", {}, el("th", {}), ...runs.map((run) => el("th", {}, run.id))),
-    ...keys.map((key) => el("tr", {}, el("td", {}, key), ...runs.map((run) => el("td", {}, fmt(run.figures[key]))))));
+  const row = (label, cell) => el("tr", {}, el("td", {}, label), ...runs.map((run) => el("td", {}, cell(run))));
+  const table = el("table", { id: "compare-figures" }, el("tr", {}, el("th", {}), ...runs.map((run) => el("th", {}, run.id))),
+    row(t("method"), (run) => run.method || ""), ...figures.map((key) => row(t(key), (run) => figureValue(key, run.figures[key]))));
   $("#compare-out").replaceChildren(svg, table);
 });
 
@@ -201,6 +234,9 @@ function renderRun(run) {
   const p = run.progress || {};
   const eta = p.eta_s != null && LIVE.includes(run.status) ? ` · ${t("eta")} ${Math.round(p.eta_s)} s` : "";
   $("#run-progress").textContent = `${t("step")} ${p.step ?? 0}/${p.max_steps ?? "?"}` + (p.tokens_per_s ? ` · ${fmt(p.tokens_per_s, 0)} ${t("tokens_s")}` : "") + eta;
+  $("#run-meta").textContent = [[t("base_model"), run.model], [t("data"), run.data], [t("method"), run.method]]
+    .filter(([, value]) => value).map(([label, value]) => `${label}: ${value}`).join(" · ");
+  $("#run-figures").textContent = figureText(run.figures);
   $("#run-error").hidden = !run.error;
   $("#run-error").textContent = run.error || "";
   $("#stop").disabled = !LIVE.includes(run.status);
@@ -308,9 +344,10 @@ async function loadExports(box, run) {
 (async () => {
   STRINGS = await api("GET", "/api/i18n");
   applyStrings();
-  const defaults = await api("GET", "/api/defaults");
+  const defaults = DEFAULTS = await api("GET", "/api/defaults");
   $("#model-presets").replaceChildren(...defaults.models.map((m) => el("option", { value: m })));
   $("#data-presets").replaceChildren(...defaults.datasets.map((d) => el("option", { value: d })));
+  $("#f-method").append(...defaults.methods.map((m) => el("option", { value: m, "data-i18n": `method_${m}` }, t(`method_${m}`))));
   route();
   document.body.dataset.readyMs = String(Math.round(performance.now()));  // benchmarks/studio_load.py reads it
   document.body.dataset.ready = "1";
