@@ -10,11 +10,16 @@ Sites, each the place a real full disk fails first:
   the Trainer's own files, so the staging folder is half full when it fails);
 - `log`: the training log line announcing checkpoint-N;
 - `eval_set`: eval_set.jsonl, written before the model loads;
+- `tokenized`: the tokenized training rows in $TUNEFORGE_CACHE/tokenized, after a few batches
+  of rows.arrow are on disk (a half-written cache entry);
 - `metrics`: metrics.json in the final results;
 - `plot`: loss.png;
 - `card`: the model card README.md;
 - `rename`: not a write: the results folder is renamed away after step N, as a user cleaning
   up in another window would.
+
+Not training runs, so not sites here (tests/test_disk_faults.py patches them in-process): an
+export's files, and the model cache's first conversion of a preset's GGUF.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_ENV, STEP_ENV = "TUNEFORGE_TEST_FAULT", "TUNEFORGE_TEST_FAULT_STEP"
-SITES = ("checkpoint", "log", "eval_set", "metrics", "plot", "card", "rename")
+SITES = ("checkpoint", "log", "eval_set", "tokenized", "metrics", "plot", "card", "rename")
 
 
 def disk_full(path: object) -> OSError:
@@ -132,6 +137,24 @@ def _eval_set(step: int, patch) -> None:
     patch(split, "write_jsonl", failing)
 
 
+def _tokenized(step: int, patch) -> None:
+    from tuneforge.data import token_cache
+
+    original = token_cache._write
+
+    def failing(path: Path, rows) -> None:  # type: ignore[no-untyped-def]
+        def then_full():  # type: ignore[no-untyped-def]
+            for count, row in enumerate(rows):
+                if count == 8:  # two batches of 4 rows are in the file by now
+                    raise disk_full(path)
+                yield row
+
+        original(path, then_full())
+
+    patch(token_cache, "BATCH", 4)
+    patch(token_cache, "_write", failing)
+
+
 def _rename(step: int, patch) -> None:
     from tuneforge.recipe.progress import ProgressCallback
 
@@ -150,6 +173,7 @@ INSTALLERS = {
     "checkpoint": _checkpoint,
     "log": _log,
     "eval_set": _eval_set,
+    "tokenized": _tokenized,
     "metrics": lambda step, patch: _results_file("metrics.json", patch),
     "plot": lambda step, patch: _results_file("loss.png", patch),
     "card": lambda step, patch: _results_file("README.md", patch),

@@ -256,6 +256,12 @@ def test_the_tokenized_cache_is_reused_and_never_stale(tmp_path, tokenizer):
     assert trained_text(tokenizer, again[0]) == trained_text(
         tokenizer, encode_conversation(tokenizer, conversations[0], 256)
     )
+    expected = first.to_dict()["input_ids"]  # read now: the file under this mapping is cut next
+    (entry,) = (tmp_path / "tokenized").iterdir()
+    with (entry / "rows.arrow").open("r+b") as rows:  # a power cut: the rename reached the disk, not all the data
+        rows.truncate(rows.seek(0, 2) - 64)
+    torn, _, hit = encode_cached(tokenizer, conversations, 256, tmp_path)
+    assert not hit and torn.to_dict()["input_ids"] == expected, "a torn entry is rebuilt, never read"
     changed = [list(c) for c in conversations]
     changed[1][-1] = dict(changed[1][-1], content="A muscle.")
     assert not encode_cached(tokenizer, changed, 256, tmp_path)[2], "a changed file is a new key"

@@ -23,7 +23,8 @@ train: {max_steps: 4, batch_size: 4, learning_rate: 0.005, max_seq_length: 128, 
 
 def cli_exit_2(result, *needles: str) -> None:
     """What assert_plain_exit_2 checks for a child process, for an in-process CliRunner call."""
-    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit), result.output
+    plain = result.exception is None or isinstance(result.exception, SystemExit)  # not an exception the CLI let out
+    assert result.exit_code == 2 and plain, result.output
     assert "Traceback" not in result.output
     message = " ".join(result.output.split())
     for needle in needles:
@@ -39,21 +40,38 @@ def newest_verifies(out: Path, name: str) -> None:
 
 
 def log_ends_with(out: Path, text: str) -> None:
-    (log,) = out.glob("training_log_*.log")
+    log = sorted(out.glob("training_log_*.log"))[-1]  # one log per start (to the second): the newest
     assert text in log.read_text().splitlines()[-1], log.read_text()[-600:]
 
 
-@pytest.mark.slow
-def test_faults_stop_plainly_and_resume_to_the_same_adapter(tmp_path, tiny_model_dir, tiny_dataset):
-    """Four lives of one command: disk full while staging a checkpoint, the folder renamed away, disk full
-    writing metrics.json after the last checkpoint, then the run finishes from that final-step checkpoint."""
+def ends_like(out: Path, reference: Path, resumed_from: str) -> None:
+    """The run finished as the uninterrupted one did: same per-step losses, same adapter bit for bit (fp32)."""
+    metrics, expected = (json.loads((p / "metrics.json").read_text()) for p in (out, reference))
+    assert metrics["steps"] == 4 and metrics["resumed_from"] == resumed_from
+    assert [h["loss"] for h in metrics["loss_history"]] == [h["loss"] for h in expected["loss_history"]]
+    assert adapter_diff(out, reference) == 0.0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model_dir, tiny_dataset) -> tuple[Path, Path]:
+    """(the settings file, the results of one uninterrupted run): every faulted run must end as this one did."""
     from tuneforge.commands.train import run_train
 
-    config = tmp_path / "run.yaml"
+    folder = tmp_path_factory.mktemp("reference")
+    config = folder / "run.yaml"
     config.write_text(SETTINGS)
-    reference = tmp_path / "reference"
-    run_train({"model.name": str(tiny_model_dir), "data.dataset": str(tiny_dataset), "train.output_dir": reference},
-              config)  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:  # module scope starts before conftest's per-test cache setting
+        patch.setenv("TUNEFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        run_train({"model.name": str(tiny_model_dir), "data.dataset": str(tiny_dataset),
+                   "train.output_dir": folder / "results"}, config)  # fmt: skip
+    return config, folder / "results"
+
+
+@pytest.mark.slow
+def test_faults_stop_plainly_and_resume_to_the_same_adapter(reference, tmp_path, tiny_model_dir, tiny_dataset):
+    """Four lives of one command as real processes: disk full while staging a checkpoint, the folder renamed
+    away, disk full writing metrics.json after the last checkpoint, then the run finishes from that checkpoint."""
+    config, expected = reference
     out = tmp_path / "results"
     command = [sys.executable, "-m", "tuneforge", "train", "--config", str(config), "--model", str(tiny_model_dir),
                "--dataset", str(tiny_dataset), "--output-dir", str(out)]  # fmt: skip
@@ -80,33 +98,51 @@ def test_faults_stop_plainly_and_resume_to_the_same_adapter(tmp_path, tiny_model
 
     done = life(None)  # checkpoint-4 already holds step 4 of 4: no step past max_steps
     assert done.returncode == 0, done.stderr[-2000:]
-    metrics, expected = (json.loads((p / "metrics.json").read_text()) for p in (out, reference))
-    assert metrics["steps"] == 4 and metrics["resumed_from"] == "checkpoint-4"
-    assert [h["loss"] for h in metrics["loss_history"]] == [h["loss"] for h in expected["loss_history"]]
-    assert adapter_diff(out, reference) == 0.0  # bit-exact in fp32
+    ends_like(out, expected, "checkpoint-4")
 
 
-@pytest.mark.parametrize("site", ["eval_set", "log", "plot", "card"])
-def test_each_write_site_is_one_paragraph_and_keeps_the_checkpoint(site, tmp_path, monkeypatch, tiny_model_dir,
-                                                                    tiny_dataset):  # fmt: skip
-    from tuneforge.commands.train import run_train
-    from tuneforge.disk_faults import DiskFault
+@pytest.mark.slow
+def test_each_write_site_stops_plainly_and_the_same_command_resumes_to_the_same_adapter(
+    reference, tmp_path, monkeypatch, tiny_model_dir, tiny_dataset
+):
+    """Six lives of one `tuneforge train` command in this process, each of the first five meeting a full disk at
+    another write site; every one exits 2 with the newest checkpoint intact, and the last ends as the reference."""
+    from tuneforge.cli import app
 
-    install(site, 2, monkeypatch.setattr)
-    out = tmp_path / "results"
-    values = tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 2, "train.save_steps": 2,
-                                                                      "train.eval_examples": 0})  # fmt: skip
-    with pytest.raises(DiskFault) as caught:
-        run_train(values)
-    message = str(caught.value)
-    named = {"eval_set": "eval_set.jsonl", "log": "training log", "plot": "loss.png", "card": "README.md"}[site]
-    assert "The disk is full" in message and named in message and "\n" not in message
-    if site == "eval_set":  # before the first step: nothing to resume from
-        assert "it starts from step 0" in message
-        return
-    assert "resume from checkpoint-2" in message
-    newest_verifies(out, "checkpoint-2")
-    log_ends_with(out, "Error: The disk is full")
+    config, expected = reference
+    out, fresh_cache = tmp_path / "results", tmp_path / "fresh-cache"
+    argv = ["train", "--config", str(config), "--model", str(tiny_model_dir), "--dataset", str(tiny_dataset),
+            "--output-dir", str(out)]  # fmt: skip
+
+    def life(site: str | None, step: int = 0):  # type: ignore[no-untyped-def]
+        with monkeypatch.context() as patch:  # the fault is removed again before the next life
+            if site is not None:
+                install(site, step, patch.setattr)
+            return CliRunner().invoke(app, argv)
+
+    lives = [  # (site, at step, the file the paragraph names, the checkpoint it says to resume from)
+        ("log", 2, "the training log training_log_", "checkpoint-2"),  # trains 1..2, commits checkpoint-2
+        ("eval_set", 0, "eval_set.jsonl", "checkpoint-2"),
+        ("tokenized", 0, "the tokenized training rows", "checkpoint-2"),  # a cache without these rows yet
+        ("plot", 0, "loss.png", "checkpoint-4"),  # trains 3..4, commits checkpoint-4, then writes the results
+        ("card", 0, "README.md", "checkpoint-4"),  # the last step's checkpoint: no training, only the results
+    ]
+    for site, step, named, resume in lives:
+        if site == "tokenized":
+            monkeypatch.setenv("TUNEFORGE_CACHE", str(fresh_cache))
+        result = life(site, step)
+        cli_exit_2(result, "The disk is full: writing", named, "Nothing committed was lost",
+                   f"Free space, then run the same command again to resume from {resume}")  # fmt: skip
+        newest_verifies(out, resume)
+        log_ends_with(out, "Error: The disk is full: writing")
+        if site == "tokenized":  # the half-written entry is gone: the next life tokenizes again, never reads it
+            assert "this step needs about" in " ".join(result.output.split())
+            assert list((fresh_cache / "tokenized").iterdir()) == []
+        if site == "plot":
+            assert "training rows tokenized and cached" in result.output
+    done = life(None)
+    assert done.exit_code == 0, done.output[-2000:]
+    ends_like(out, expected, "checkpoint-4")
 
 
 def test_unwritable_places_are_named_before_any_model_loads(tmp_path, monkeypatch, tiny_model_dir, tiny_dataset):
@@ -170,23 +206,60 @@ def test_unwritable_places_are_named_before_any_model_loads(tmp_path, monkeypatc
     cli_exit_2(result, "Only 1 kB free", "this run needs about", "lower --save-total-limit")
 
 
-def test_export_and_model_cache_writes_say_disk_full(tmp_path, monkeypatch, tiny_results):
-    from tuneforge.commands.export import run_export
+def test_an_export_and_the_model_cache_stop_plainly_then_the_same_command_writes_the_same_files(
+    tmp_path, monkeypatch, tiny_results
+):
+    """Disk full halfway through a GGUF export, then through the model cache's conversion of a preset's GGUF
+    (the tiny model's, standing in for the embedded one): exit 2, nothing half-written kept, and the same
+    command then writes what an uninterrupted one writes, byte for byte (the export) and tensor for tensor."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tuneforge.cli import app
+    from tuneforge.commands import export
     from tuneforge.disk_faults import DiskFault
     from tuneforge.models import loading
+    from tuneforge.presets import MODEL_PRESETS, ModelPreset
 
-    monkeypatch.setattr("tuneforge.commands.export.write_hf",
-                        lambda plan, merged, tokenizer, folder: (_ for _ in ()).throw(disk_full(folder / "model.safetensors")))  # fmt: skip
-    with pytest.raises(
-        DiskFault, match=r"The disk is full: writing the hf export .*model.safetensors.* run the same command again"
-    ):
-        run_export(tiny_results, tmp_path / "exported", "hf")
-    assert list(tmp_path.iterdir()) == []  # the hidden half-written folder is gone
+    def half_written(path: Path) -> OSError:
+        with path.open("r+b") as handle:
+            handle.truncate(path.stat().st_size // 2)
+        return disk_full(path)
 
-    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(
-        loading, "_convert_gguf", lambda gguf, name, out: (_ for _ in ()).throw(disk_full(out / "model.safetensors"))
-    )
-    with pytest.raises(DiskFault, match="writing the model cache's copy of smollm2-135m"):
-        loading.ensure_preset_cached("smollm2-135m", log=lambda _: None)
-    assert list((tmp_path / "cache" / "models").iterdir()) == []
+    reference = export.run_export(tiny_results, tmp_path / "reference", "gguf")
+    argv = ["export", "--adapter", str(tiny_results), "--out", str(tmp_path / "exported"), "--format", "gguf"]
+    real_write = export.write_gguf_export
+
+    def write_half(plan, merged, tokenizer, folder):  # type: ignore[no-untyped-def]
+        raise half_written(folder / real_write(plan, merged, tokenizer, folder)["file"])
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "write_gguf_export", write_half)
+        result = CliRunner().invoke(app, argv)
+    cli_exit_2(result, "The disk is full: writing the gguf", ".gguf", "Free space, then run the same command again")
+    assert not [p for p in tmp_path.iterdir() if "exported" in p.name and "lock" not in p.name]  # no half export
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    assert (tmp_path / "exported" / reference.name).read_bytes() == reference.read_bytes()
+
+    preset = ModelPreset("tiny-gguf", "the tiny model as GGUF", 0, package="tiny", gguf_file=reference.name)
+    monkeypatch.setitem(MODEL_PRESETS, preset.name, preset)
+    monkeypatch.setattr(loading, "_package_dir", lambda _: reference.parent)
+
+    def convert_in(cache: Path) -> dict:
+        monkeypatch.setenv("TUNEFORGE_CACHE", str(cache))
+        return load_file(loading.ensure_preset_cached(preset.name, log=lambda _: None) / "model.safetensors")
+
+    uninterrupted = convert_in(tmp_path / "cache-a")
+    real_convert = loading._convert_gguf
+
+    def convert_half(gguf: Path, name: str, out: Path) -> None:
+        real_convert(gguf, name, out)
+        raise half_written(out / "model.safetensors")
+
+    with monkeypatch.context() as patch, pytest.raises(DiskFault) as caught:
+        patch.setattr(loading, "_convert_gguf", convert_half)
+        convert_in(tmp_path / "cache-b")
+    assert "The disk is full: writing the model cache's copy of tiny-gguf" in str(caught.value)
+    assert list((tmp_path / "cache-b" / "models").iterdir()) == []  # the staging copy is gone
+    again = convert_in(tmp_path / "cache-b")
+    assert again.keys() == uninterrupted.keys() and all(torch.equal(again[k], uninterrupted[k]) for k in again)

@@ -9,7 +9,9 @@ The cache lives in `$TUNEFORGE_CACHE/tokenized/<key>/`. The key is a SHA-256 of 
 shapes the rows: the examples themselves (so a changed file, split, mapping or mixture gives a
 new key), the tokenizer's full definition and chat template, and the settings (max length,
 template, drop_long, method). A changed file or tokenizer is never served stale rows. The folder
-is written under a temporary name and renamed when complete, so a killed run leaves no half cache.
+is written under a temporary name, fsynced and renamed when complete, so a killed run leaves no
+half cache; its marker records the rows file's size, so a torn entry (a power cut) is rebuilt,
+never read. A full disk while writing is one paragraph (tuneforge.disk_faults), not a traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 BATCH = 1000  # rows per Arrow write: a few MB in memory at a time
 ROWS_FILE, STATS_FILE = "rows.arrow", "stats.json"
+ROWS_BYTES = "rows_file_bytes"  # in the marker: a rows file of another size is a torn entry
 
 
 def fingerprint(tokenizer: Any, conversations: Iterable[Any], settings: dict[str, Any]) -> str:
@@ -47,26 +50,82 @@ def tokenizer_identity(tokenizer: Any) -> str:
 
 
 def cached_rows(
-    root: Path, key: str, produce: Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
-) -> tuple[Any, dict[str, Any], bool]:
-    """(memory-mapped Dataset, the stats `produce` filled in, whether it came from the cache)."""
+    root: Path, key: str, produce: Callable[[dict[str, Any]], Iterator[dict[str, Any]]],
+    then: Callable[[], str] | None = None, expected_rows: int = 0,
+) -> tuple[Any, dict[str, Any], bool]:  # fmt: skip
+    """(memory-mapped Dataset, the stats `produce` filled in, whether it came from the cache).
+
+    A full disk or a read-only cache while writing is one DiskFault paragraph (`then` says how to
+    carry on); the half-written staging folder is removed whatever stops the write.
+    """
     from datasets import Dataset
 
+    from tuneforge.disk_faults import writing
+
     folder = root / "tokenized" / key
-    if (folder / STATS_FILE).is_file():
-        saved = json.loads((folder / STATS_FILE).read_text(encoding="utf-8"))
+    if (saved := whole_entry(folder)) is not None:
         return Dataset.from_file(str(folder / ROWS_FILE)), saved, True
     staging = folder.with_name(f".{key}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    tally = [0, 0]  # rows and tokens written so far: the space estimate if the disk fills
     stats: dict[str, Any] = {}
-    _write(staging / ROWS_FILE, produce(stats))
-    (staging / STATS_FILE).write_text(json.dumps(stats), encoding="utf-8")  # last: it marks the cache whole
+    try:
+        with writing("the tokenized training rows", folder.parent, then,
+                     lambda: estimate_bytes(tally, expected_rows), cleanup=staging):  # fmt: skip
+            staging.mkdir(parents=True)
+            _write(staging / ROWS_FILE, counted(produce(stats), tally))
+            marker = {**stats, ROWS_BYTES: (staging / ROWS_FILE).stat().st_size}
+            (staging / STATS_FILE).write_text(json.dumps(marker), encoding="utf-8")  # last: it marks the cache whole
+            commit(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # Ctrl-C or a bad row: no half entry left behind either
+    return Dataset.from_file(str(folder / ROWS_FILE)), stats, False
+
+
+def whole_entry(folder: Path) -> dict[str, Any] | None:
+    """The stats of a complete cache entry, or None. An entry that is not whole is removed, never read.
+
+    Only a finished entry is renamed into place, but a power cut can still leave a rows file
+    shorter than its marker says (the rename reached the disk, the data did not).
+    """
+    if not (folder / STATS_FILE).is_file():
+        shutil.rmtree(folder, ignore_errors=True)  # no marker: not a finished entry (nothing renames one in half)
+        return None
+    try:
+        saved = json.loads((folder / STATS_FILE).read_text(encoding="utf-8"))
+        size = saved.pop(ROWS_BYTES, None)  # absent in entries written before the size was recorded
+        whole = size is None or (folder / ROWS_FILE).stat().st_size == size
+    except (OSError, ValueError, AttributeError):
+        whole = False
+    if not whole:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return saved
+
+
+def commit(staging: Path, folder: Path) -> None:
+    """fsync the entry, then rename it into place; another process that finished the same key first wins."""
+    for name in (ROWS_FILE, STATS_FILE):
+        with open(staging / name, "rb") as handle:
+            os.fsync(handle.fileno())
     try:
         staging.rename(folder)
-    except OSError:  # another process finished the same key first: theirs is the same rows
-        shutil.rmtree(staging, ignore_errors=True)
-    return Dataset.from_file(str(folder / ROWS_FILE)), stats, False
+    except OSError:
+        if whole_entry(folder) is None:  # not a finished twin: a real failure (a full or read-only disk)
+            raise
+
+
+def counted(rows: Iterator[dict[str, Any]], tally: list[int]) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        tally[0] += 1
+        tally[1] += len(row["input_ids"])
+        yield row
+
+
+def estimate_bytes(tally: list[int], expected_rows: int) -> int:
+    """About what the whole rows file takes: ids and labels as int32 plus offsets, from the rows written so far."""
+    rows, tokens = tally
+    return int(expected_rows * (8 * tokens / rows + 16)) if rows else 0
 
 
 def _write(path: Path, rows: Iterator[dict[str, Any]]) -> None:
@@ -89,9 +148,12 @@ def _write(path: Path, rows: Iterator[dict[str, Any]]) -> None:
 
 def encode_cached(
     tokenizer: Any, conversations: list[Any], max_length: int, root: Path,
-    template: str | None = None, drop_long: bool = False,
+    template: str | None = None, drop_long: bool = False, then: Callable[[], str] | None = None,
 ) -> tuple[Any, Any, bool]:  # fmt: skip
-    """SFT rows (prompt masked) as a memory-mapped Dataset, their EncodeStats, and whether the cache had them."""
+    """SFT rows (prompt masked) as a memory-mapped Dataset, their EncodeStats, and whether the cache had them.
+
+    `then`: how to carry on after a full disk (a training run names its checkpoint to resume from).
+    """
     from dataclasses import asdict
 
     from tuneforge.data.encode import EncodeStats, iter_encoded
@@ -104,5 +166,5 @@ def encode_cached(
         yield from iter_encoded(tokenizer, conversations, max_length, stats, template, drop_long)
         out.update(asdict(stats))
 
-    dataset, raw, hit = cached_rows(root, key, produce)
+    dataset, raw, hit = cached_rows(root, key, produce, then, len(conversations))
     return dataset, EncodeStats(**raw), hit

@@ -19,11 +19,13 @@ def encode(
     from tuneforge.data.encode import encode_all
     from tuneforge.data.token_cache import encode_cached
     from tuneforge.models.loading import cache_root
+    from tuneforge.runs.checkpoint_store import resume_hint
 
     max_len = cfg.train.max_seq_length
     started = time.monotonic()
+    checkpoints = Path(cfg.train.output_dir).expanduser() / "checkpoints"  # a full cache disk names the resume point
     train_rows, stats, hit = encode_cached(tokenizer, train_set, max_len, cache_root(), cfg.data.template,
-                                           cfg.data.drop_long)  # fmt: skip
+                                           cfg.data.drop_long, lambda: resume_hint(checkpoints))  # fmt: skip
     eval_rows, _ = encode_all(tokenizer, eval_set[: cfg.train.eval_examples], max_len, cfg.data.template)
     if not train_rows:
         raise UserError("No training example has answer tokens left after encoding. Raise --max-seq-length.")
