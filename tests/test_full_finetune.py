@@ -59,13 +59,14 @@ def test_every_weight_trains_and_the_results_reload_into_the_same_logits(full_ru
     assert metrics["quick_eval"]["base"] != metrics["quick_eval"]["tuned"]  # the check after training saw both
 
 
-def test_chat_eval_serve_and_export_understand_a_full_fine_tune(full_run, tmp_path, capsys):
+def test_chat_eval_serve_export_and_push_understand_a_full_fine_tune(full_run, tmp_path, capsys):
     from fastapi.testclient import TestClient
     from transformers import AutoModelForCausalLM
 
     from tuneforge.commands.chat import run_chat
     from tuneforge.commands.evaluate import run_eval
     from tuneforge.commands.export import run_export
+    from tuneforge.commands.push import plan_push
     from tuneforge.serving.app import create_app
     from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
 
@@ -85,6 +86,9 @@ def test_chat_eval_serve_and_export_understand_a_full_fine_tune(full_run, tmp_pa
     with torch.no_grad():
         logits = AutoModelForCausalLM.from_pretrained(exported).eval()(captured["ids"]).logits
     torch.testing.assert_close(logits, captured["logits"], rtol=0, atol=1e-5)
+    plan = plan_push("me/tiny-full", out, None, False)  # the dry run's plan: no network
+    assert plan.kind == "full fine-tune" and 'AutoModelForCausalLM.from_pretrained("me/tiny-full")' in plan.card
+    assert "model.safetensors" in {name for name, _ in plan.files} and "peft" not in plan.card
 
 
 def test_dpo_full_fine_tune_steps_down_on_oom_with_the_reference_scored_once(monkeypatch, tmp_path, tiny_model_dir,
