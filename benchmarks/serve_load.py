@@ -2,11 +2,21 @@
 
 It starts `tuneforge serve` on a free loopback port (or uses --url, which must be loopback),
 and runs N clients that send chat completions back to back until T seconds have passed. It
-reports requests per second, p50 and p95 latency, errors by status, and the server's
-resident memory (RSS) before, at peak and after.
+reports requests per second, generated tokens per second (all clients together), p50 and p95
+latency, the time to the first streamed token, errors by status, and the server's resident
+memory (RSS) before, at peak and after.
 
     python benchmarks/serve_load.py --adapter results --clients 8 --seconds 20
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --server-pid 1234 --stream
+
+Side by side, one server after the other under the same load (issue 20's figures): the
+one-request-at-a-time path (`--max-batch 1`) against step-level batching (`--max-batch 8`),
+half the clients streaming:
+
+    python benchmarks/serve_load.py --adapter results --clients 8 --seconds 120 --max-tokens 24 \
+        --half-stream --max-batch 1 --max-batch 8
+    python benchmarks/serve_load.py --adapter results --clients 1 --seconds 60 --max-tokens 64 \
+        --max-batch 1 --max-batch 8        # single-stream decoding speed
 
 Bounded on purpose: at most 64 clients and 600 seconds, and never another machine. It is a
 measurement tool, not a way to flood a server.
@@ -45,6 +55,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--stream", action="store_true", help="stream the answers (also measures time to first token)")
+    parser.add_argument("--half-stream", action="store_true", help="half the clients stream, half do not")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        action="append",
+        help="serve --max-batch for the server this script starts; repeat to compare, one after another",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS:
@@ -62,13 +79,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+def start_server(args: argparse.Namespace, max_batch: int | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     script = Path(sys.executable).with_name("tuneforge")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "tuneforge"]
     command += ["serve", "--port", str(port), "--queue-size", str(args.clients)]
     command += [flag for a in args.adapter or [] for flag in ("--adapter", a)]
     command += ["--model", args.model] if args.model else []
+    command += ["--max-batch", str(max_batch)] if max_batch else []
     env = {**os.environ, **({"TUNEFORGE_API_KEY": args.api_key} if args.api_key else {})}
     log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)  # noqa: SIM115
     # a file, not a pipe: nobody drains a pipe during the run, and a full one would stall the server
@@ -95,8 +113,9 @@ def rss_mb(pid: int | None) -> float | None:
 
 
 async def client(http: httpx.AsyncClient, body: dict, deadline: float, stream: bool, out: dict) -> None:
+    body = {**body, "stream": stream, **({"stream_options": {"include_usage": True}} if stream else {})}
     while time.monotonic() < deadline:
-        started = time.monotonic()
+        started, tokens = time.monotonic(), 0
         try:
             if stream:
                 first = None
@@ -105,15 +124,21 @@ async def client(http: httpx.AsyncClient, body: dict, deadline: float, stream: b
                         # the first chunk only names the role (content ""); time the first text
                         if first is None and '"content":"' in line and '"content":""' not in line:
                             first = time.monotonic() - started
+                        if '"usage":{' in line:  # the last chunk, asked for with include_usage
+                            tokens = json.loads(line.removeprefix("data: "))["usage"]["completion_tokens"]
                     status = response.status_code
                 if first is not None:
                     out["first_token"].append(first)
             else:
-                status = (await http.post("/v1/chat/completions", json=body)).status_code
+                response = await http.post("/v1/chat/completions", json=body)
+                status = response.status_code
+                tokens = response.json()["usage"]["completion_tokens"] if status == 200 else 0
         except httpx.HTTPError as exc:
             status = type(exc).__name__
         if status == 200:
             out["latencies"].append(time.monotonic() - started)
+            out["tokens"] += tokens
+            out["tokens_per_s_each"].append(tokens / max(time.monotonic() - started, 1e-9))
         else:
             out["errors"][str(status)] = out["errors"].get(str(status), 0) + 1
 
@@ -129,17 +154,19 @@ async def run_load(url: str, args: argparse.Namespace, model: str, pid: int | No
         "model": model,
         "messages": [{"role": "user", "content": QUESTION}],
         "max_tokens": args.max_tokens,
-        "stream": args.stream,
     }
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    out: dict = {"latencies": [], "first_token": [], "errors": {}}
+    out: dict = {"latencies": [], "first_token": [], "errors": {}, "tokens": 0, "tokens_per_s_each": []}
     started = time.monotonic()
     deadline = started + args.seconds
     limits = httpx.Limits(max_connections=args.clients)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as http:
         await asyncio.gather(
             sample_peak(pid, deadline, out),
-            *(client(http, body, deadline, args.stream, out) for _ in range(args.clients)),
+            *(
+                client(http, body, deadline, args.stream or (args.half_stream and i % 2 == 0), out)
+                for i in range(args.clients)
+            ),
         )
     out["elapsed_s"] = time.monotonic() - started
     return out
@@ -152,15 +179,20 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def report(out: dict, args: argparse.Namespace, model: str, before: float | None, after: float | None) -> dict:
+def report(out: dict, args: argparse.Namespace, model: str, before: float | None, after: float | None,
+           max_batch: int | None) -> dict:  # fmt: skip
     done = len(out["latencies"])
 
     def ms(seconds: float | None) -> float | None:
         return None if seconds is None else round(seconds * 1000, 1)
 
     return {
-        "clients": args.clients, "seconds": round(out["elapsed_s"], 1), "model": model, "stream": args.stream,
-        "max_tokens": args.max_tokens, "requests_ok": done, "requests_per_s": round(done / out["elapsed_s"], 2),
+        "max_batch": max_batch, "clients": args.clients, "seconds": round(out["elapsed_s"], 1), "model": model,
+        "stream": "half" if args.half_stream else args.stream, "max_tokens": args.max_tokens,
+        "requests_ok": done, "requests_per_s": round(done / out["elapsed_s"], 2),
+        "tokens_per_s": round(out["tokens"] / out["elapsed_s"], 1),
+        "tokens_per_s_per_request_p50": percentile(out["tokens_per_s_each"], 0.5) and round(
+            percentile(out["tokens_per_s_each"], 0.5) or 0, 1),
         "p50_ms": ms(percentile(out["latencies"], 0.5)), "p95_ms": ms(percentile(out["latencies"], 0.95)),
         "first_token_p50_ms": ms(percentile(out["first_token"], 0.5)), "errors": out["errors"],
         "rss_before_mb": before and round(before, 1), "rss_peak_mb": out.get("rss_peak_mb") and round(out["rss_peak_mb"], 1),
@@ -168,9 +200,8 @@ def report(out: dict, args: argparse.Namespace, model: str, before: float | None
     }  # fmt: skip
 
 
-def main() -> None:
-    args = parse_args()
-    process, url = (None, args.url) if args.url else start_server(args)
+def measure(args: argparse.Namespace, max_batch: int | None) -> dict:
+    process, url = (None, args.url) if args.url else start_server(args, max_batch)
     pid = process.pid if process else args.server_pid
     try:
         headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -178,16 +209,27 @@ def main() -> None:
         model = args.served_model or next((n for n in names if n != "base"), "base")
         before = rss_mb(pid)
         out = asyncio.run(run_load(url, args, model, pid))
-        result = report(out, args, model, before, rss_mb(pid))
+        return report(out, args, model, before, rss_mb(pid), max_batch)
     finally:
         if process:
             process.terminate()
             process.wait(15)
+
+
+def main() -> None:
+    args = parse_args()
+    results = [measure(args, max_batch) for max_batch in (args.max_batch or [None])]
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(results if len(results) > 1 else results[0]))
         return
-    for key, value in result.items():
-        print(f"{key:>20}: {value}")
+    keys = list(results[0])
+    print(f"{'':>30}" + "".join(f"{'max_batch ' + str(r['max_batch']):>22}" for r in results))
+    for key in keys[1:]:
+        print(f"{key:>30}" + "".join(f"{str(r[key]):>22}" for r in results))
+    if len(results) == 2:
+        first, second = results
+        if first["tokens_per_s"] and second["tokens_per_s"]:
+            print(f"{'tokens/s ratio':>30}{second['tokens_per_s'] / first['tokens_per_s']:>44.2f}x")
 
 
 if __name__ == "__main__":

@@ -151,26 +151,41 @@ def test_each_method_learns_the_preference(method, tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_an_interrupted_dpo_run_resumes_to_the_same_adapter(monkeypatch, tmp_path, tiny_model_dir):
-    """Exact resume holds for DPO too; a changed method is refused with the drift table."""
-    from tests.conftest import adapter_diff, stop_training_at
+def test_a_killed_dpo_run_resumes_to_the_same_adapter(tmp_path, tiny_model_dir):
+    """SIGKILL of a real DPO process after its first checkpoint: the same command resumes to the uninterrupted
+    run's adapter and losses; a changed method is refused with the drift table."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.conftest import adapter_diff
+    from tests.test_ddp import _as_yaml
     from tuneforge.commands.train import run_train
-    from tuneforge.errors import Stopped
 
     data = preference_file(tmp_path / "prefs.jsonl", count=40)
     run = {"train.method": "dpo", "train.max_steps": 8, "train.save_steps": 4, "lora.dropout": 0.1,
            "train.logging_steps": 1, "data.val_size": 8}  # fmt: skip
     reference, out = tmp_path / "reference", tmp_path / "results"
     run_train(tiny_train_values(tiny_model_dir, data, reference, **run))
-    with monkeypatch.context() as patch:
-        stop_training_at(patch, 5)
-        with pytest.raises(Stopped):
-            run_train(tiny_train_values(tiny_model_dir, data, out, **run))
+    config = _as_yaml(tiny_train_values(tiny_model_dir, data, out, **run), tmp_path / "dpo.yaml")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "tuneforge", "train", "--config", str(config)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "checkpoint-4").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.01)  # committed by one rename (runs/checkpoint_store.py): whole, or not there
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert not (out / "metrics.json").exists(), "the run finished before it was killed"
     with pytest.raises(UserError) as changed:
         run_train(tiny_train_values(tiny_model_dir, data, out, **{**run, "train.method": "orpo"}))
     assert "train.method" in str(changed.value) and "dpo" in str(changed.value) and "orpo" in str(changed.value)
     metrics = run_train(tiny_train_values(tiny_model_dir, data, out, **run))
-    assert metrics["resumed_from"] == "checkpoint-5" and adapter_diff(reference, out) <= 1e-6
+    assert metrics["resumed_from"] == "checkpoint-4" and adapter_diff(reference, out) <= 1e-6
     history = [(e["step"], e["loss"]) for e in metrics["loss_history"]]
     assert history == [
         (e["step"], e["loss"]) for e in json.loads((reference / "metrics.json").read_text())["loss_history"]

@@ -79,7 +79,7 @@ def assert_error(response, status, code=None, param=None, words=()):
 
 def test_health_and_models(client):
     health = client.get("/health").json()
-    assert health == {"status": "ok", "queue": {"running": 0, "waiting": 0, "limit": 3}}
+    assert health == {"status": "ok", "queue": {"running": 0, "waiting": 0, "limit": 8 + 2}}  # max_batch + queue
     listing = client.get("/v1/models").json()
     assert listing["object"] == "list"
     assert [m["id"] for m in listing["data"]] == ["base", "tuned", "zero"]
@@ -397,7 +397,8 @@ class HeldEngine(Engine):
 
 def test_full_queue_answers_429_at_once(engine):
     held = HeldEngine(engine)
-    with client_for(held, limits=Limits(max_tokens_cap=4, queue_size=1)) as small:
+    # max_batch=1: one generate() at a time, the path this test double holds
+    with client_for(held, limits=Limits(max_tokens_cap=4, queue_size=1, max_batch=1)) as small:
         results: list = []
         threads = [threading.Thread(target=lambda: results.append(chat(small, max_tokens=2))) for _ in range(2)]
         threads[0].start()

@@ -191,7 +191,7 @@ def test_a_dropped_client_frees_its_slot(tiny_results):
 
     engine = SlowEngine(AutoTokenizer.from_pretrained(tiny_results))
     body = {"model": "base", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 400}
-    with live_server(create_app(engine, limits=Limits(max_tokens_cap=400, queue_size=0))) as url:
+    with live_server(create_app(engine, limits=Limits(max_tokens_cap=400, queue_size=0, max_batch=1))) as url:
         with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=10) as response:
             lines = response.iter_lines()
             assert sum(1 for _, line in zip(range(6), lines) if line.startswith("data: ")) >= 3

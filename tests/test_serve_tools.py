@@ -47,8 +47,12 @@ def test_split_tool_calls_reads_blocks_and_leaves_the_rest():
 def test_serve_takes_tools_and_returns_tool_calls_to_the_openai_client(tiny):
     import openai
 
+    from tuneforge.serving.limits import Limits
+
     engine = ScriptedEngine(*tiny, CALL_TEXT)
-    with TestClient(create_app(engine)) as http:
+    # max_batch=1: the scripted generate() answers (batched decoding runs the model itself); tool calls
+    # are split from the finished text in responses.py, the same for both paths
+    with TestClient(create_app(engine, limits=Limits(max_batch=1))) as http:
         client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http)
         messages = [{"role": "user", "content": "Weather in Busan?"},
                     {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",

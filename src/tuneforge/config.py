@@ -214,7 +214,11 @@ class ServeSection(Section):
     port: int = Field(8000, ge=1, le=65535, description="TCP port of the server.")
     api_key: str | None = Field(None, description="Require this key as a Bearer token (env TUNEFORGE_API_KEY).")
     max_tokens_cap: int = Field(512, ge=1, description="Longest answer one request may ask for, in tokens.")
-    queue_size: int = Field(8, ge=0, description="Requests that may wait behind the running one; more get 429.")
+    queue_size: int = Field(8, ge=0, description="Requests that may wait behind the running batch; more get 429.")
+    max_batch: int = Field(
+        8, ge=1, le=64,
+        description="Requests decoded together; newcomers join between tokens. 1: one request at a time.",
+    )  # fmt: skip
 
 
 # What `tuneforge sweep` may search: the key, and the kind of range it takes. Here, beside the

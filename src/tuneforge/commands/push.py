@@ -32,7 +32,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 class PushPlan:
     folder: Path
     repo: str
-    kind: str  # "adapter", "hf" or "gguf"
+    kind: str  # "adapter", "full fine-tune", "hf" or "gguf"
     files: list[tuple[str, int]]  # (path in the repo, bytes), README.md as uploaded
     left_out: list[tuple[str, str]]  # (path, why)
     card: str  # README.md as uploaded: its "Use it" section names the repo
@@ -62,8 +62,9 @@ def run_push(
 
 def plan_push(repo: str, adapter: Path | None, export: Path | None, public: bool) -> PushPlan:
     """Every check that needs no network: the repo id, the folder and its card, the file list."""
+    from tuneforge.runs.folder import is_full_model
     from tuneforge.runs.hub_card import base_facts, local_paths, replace_use_it
-    from tuneforge.runs.results import adapter_usage
+    from tuneforge.runs.results import adapter_usage, full_usage
 
     check_repo_id(repo)
     if adapter is not None and export is not None:
@@ -74,8 +75,10 @@ def plan_push(repo: str, adapter: Path | None, export: Path | None, public: bool
         section = export_usage_for(folder, kind, repo)
     else:
         run = check_results(folder)
-        kind, card = "adapter", _card(folder)
-        section = adapter_usage(repo.split("/")[1], base_facts(run.source), repo)
+        full = is_full_model(folder)  # a full fine-tune: a whole model, loaded without peft
+        kind, card = "full fine-tune" if full else "adapter", _card(folder)
+        where = repo.split("/")[1]
+        section = full_usage(where, repo) if full else adapter_usage(where, base_facts(run.source), repo)
     card = replace_use_it(card, section)
     files, left_out = upload_list(folder)
     sizes = [(name, len(card.encode("utf-8")) if name == README else size) for name, size in files]

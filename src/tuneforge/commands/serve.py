@@ -34,7 +34,7 @@ def run_serve(
     specs = parse_adapter_specs(adapters or ([] if model else ["results"]), checksums)  # all whole, or none served
     base = base_model_name(specs, model)
     sock = bind(serve.host, serve.port)
-    limits = Limits(max_tokens_cap=serve.max_tokens_cap, queue_size=serve.queue_size)
+    limits = Limits(max_tokens_cap=serve.max_tokens_cap, queue_size=serve.queue_size, max_batch=serve.max_batch)
     try:
         engine = load_engine(specs, base)
         _serve(engine, sock, serve.api_key, limits)

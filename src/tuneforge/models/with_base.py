@@ -41,6 +41,10 @@ class WithBase:
         finally:
             self.__dict__["_active"] = self._tuned
 
+    def use_base(self, base: bool) -> None:
+        """serve's batches: one batch runs either the base or the tuned model, switched between batches."""
+        self.__dict__["_active"] = self.base if base else self._tuned
+
     def set_adapter(self, name: str) -> None:
         """serve names the one tuned model; there is nothing to switch."""
 

@@ -199,8 +199,13 @@ def report_model(setup: Setup, fitted: Fitted) -> Any:
     from tuneforge.machine.devices import torch_dtype
     from tuneforge.models.loading import load_model
     from tuneforge.models.with_base import WithBase
+    from tuneforge.recipe.start_adapter import merge_start_adapter
 
-    return WithBase(model, lambda: load_model(setup.source, torch_dtype("fp32"), setup.device))
+    def starting_model() -> Any:  # what training started from: the base, with --adapter merged in as in fit
+        base = load_model(setup.source, torch_dtype("fp32"), setup.device)
+        return merge_start_adapter(base, setup.resolved.config.model.adapter)
+
+    return WithBase(model, starting_model)
 
 
 def log_setup(setup: Setup) -> None:

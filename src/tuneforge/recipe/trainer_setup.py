@@ -33,7 +33,7 @@ def trainable(model: Any, cfg: TuneforgeConfig) -> Any:
     if cfg.train.finetune != "full":
         return add_lora(model, cfg, cfg.train.gradient_checkpointing)
     model.config.use_cache = False  # as add_lora: no KV cache in training (packed rows need the per-example mask)
-    return model
+    return model.requires_grad_(True)  # peft froze the base when --adapter was merged in (recipe/start_adapter.py)
 
 
 def describe_trainable(model: Any, finetune: str) -> str:

@@ -145,12 +145,13 @@ def preference_rows(figures: dict[str, Any] | None) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def full_usage(where: str) -> str:
-    """The "Use it" section of a full fine-tune: the folder is a model of its own."""
+def full_usage(where: str, repo: str | None = None) -> str:
+    """The "Use it" section of a full fine-tune, from this folder or its Hub repo: a model of its own."""
+    fetch = f"hf download {repo} --local-dir {where}\n" if repo else ""
     return f"""## Use it
 
 ```bash
-tuneforge chat --adapter {where} "Please tell me about Bursitis."
+{fetch}tuneforge chat --adapter {where} "Please tell me about Bursitis."
 tuneforge serve --adapter {where}
 tuneforge export --adapter {where} --format gguf --ollama my-model
 ```
@@ -158,8 +159,8 @@ tuneforge export --adapter {where} --format gguf --ollama my-model
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-model = AutoModelForCausalLM.from_pretrained("{where}")
-tokenizer = AutoTokenizer.from_pretrained("{where}")
+model = AutoModelForCausalLM.from_pretrained("{repo or where}")
+tokenizer = AutoTokenizer.from_pretrained("{repo or where}")
 ```
 """
 

@@ -20,7 +20,7 @@ from tuneforge.serving.engine import Engine, Job
 from tuneforge.serving.errors import OpenAIError, install_error_handlers
 from tuneforge.serving.guards import Guards
 from tuneforge.serving.limits import Limits
-from tuneforge.serving.request_queue import RequestQueue, cancel
+from tuneforge.serving.request_queue import OneAtATime, RequestQueue, cancel
 from tuneforge.serving.responses import ChatShape, TextShape
 from tuneforge.serving.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, Sampling
 from tuneforge.serving.streaming import GuardedStream, event_stream
@@ -33,7 +33,7 @@ COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default for /v1/completions; chat def
 
 def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
-    queue = RequestQueue(limits.queue_size)
+    queue = RequestQueue(limits.queue_size, _runner(engine, limits.max_batch), running=limits.max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -49,6 +49,15 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(static_dir())), name="static")
     return app
+
+
+def _runner(engine: Engine, max_batch: int) -> Any:
+    """Batched decoding, or one generate() at a time with --max-batch 1 (the path before batching)."""
+    if max_batch == 1:
+        return OneAtATime(engine.generate)
+    from tuneforge.serving.batching import BatchScheduler
+
+    return BatchScheduler(engine, max_batch)
 
 
 def static_dir() -> Any:
@@ -115,10 +124,10 @@ async def _answer(request: Request, body: Sampling, job: Job, shape: Any) -> Res
         from transformers import AsyncTextIteratorStreamer
 
         job.streamer = AsyncTextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        outcome = queue.submit(job, engine.generate)
+        outcome = queue.submit(job)
         events = event_stream(job, outcome, shape, body.wants_usage_chunk())
         return GuardedStream(events, on_close=lambda: cancel(job, outcome))
-    outcome = queue.submit(job, engine.generate)
+    outcome = queue.submit(job)
     if not await _finished_before_disconnect(request, outcome):
         cancel(job, outcome)
         return Response(status_code=499)  # nginx's "client closed request"; nobody is left to read it

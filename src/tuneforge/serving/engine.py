@@ -1,55 +1,34 @@
 """One base model with its LoRA adapters: turn a request into tokens, and generate.
 
-peft keeps several adapters on one base (`load_adapter`) and switches between them with
-`set_adapter`. The name 'base' runs with every adapter switched off, so the base weights are
-loaded once whatever the number of models served. Generation runs one request at a time on
-a worker thread (see request_queue.py). That is why switching the active adapter per request
-is safe.
+peft keeps several adapters on one base (`load_adapter`); adapters.py picks the weights each
+forward runs with. The name 'base' runs with every adapter switched off, so the base weights
+are loaded once whatever the number of models served. Two ways to generate: `generate` runs
+one request alone through transformers' generate() (serve --max-batch 1, today's path), and
+`forward` is the one step batching.py calls for many requests at once. Both run on one
+worker thread, so switching the active adapter before a forward is safe.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.models.tokenizer import stop_token_ids
+from tuneforge.serving.adapters import BASE, AdapterRouter
 from tuneforge.serving.errors import OpenAIError
+from tuneforge.serving.jobs import Job, Result, StopText, cut_at_stop, finish
 
-BASE = "base"
-
-
-@dataclass
-class Job:
-    """One generation: what to run, and a flag the server sets when the client has gone."""
-
-    model: str
-    input_ids: list[int]
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    streamer: Any = None  # transformers' AsyncTextIteratorStreamer, for stream=true
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class Result:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" or "length", as in the OpenAI API
+__all__ = ["BASE", "Engine", "Job", "Result", "cut_at_stop"]
 
 
 class Engine:
     """The loaded model, its tokenizer, and the names clients may ask for."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, adapters: list[str], context_length: int, chat_template: str
-    ) -> None:
+        self, model: Any, tokenizer: Any, adapters: list[str], context_length: int, chat_template: str,
+        merge: bool = False,
+    ) -> None:  # fmt: skip
         self.model = model
+        self.router = AdapterRouter(model, adapters, merge)
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(model, tokenizer)  # fixed for the server's life: worked out once
         self.adapters = adapters
@@ -115,38 +94,30 @@ class Engine:
         return requested
 
     def generate(self, job: Job) -> Result:
-        """Blocking: runs on the worker thread. Stops early when the client has gone."""
+        """One request alone through transformers' generate() (serve --max-batch 1). Blocking."""
         import torch
         from transformers import StoppingCriteriaList
 
         ids = torch.tensor([job.input_ids], dtype=torch.long, device=self.model.device)
-        with torch.inference_mode(), self._active(job.model):
+        with torch.inference_mode():
             if job.seed is not None:
                 torch.manual_seed(job.seed)
             out = self.model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=self._config(job),
                 stopping_criteria=StoppingCriteriaList([_ShouldStop(job, self.tokenizer)]), streamer=job.streamer,
+                **self.router.prepare([job.model]),
             )  # fmt: skip
-        new = out[0, ids.shape[1] :].tolist()
-        text, stopped = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), job.stop)
-        ended = bool(new) and new[-1] in self.stop_ids
-        finish = "stop" if stopped or ended or len(new) < job.max_new_tokens else "length"
-        return Result(text, len(job.input_ids), len(new), finish)
+        return finish(job, out[0, ids.shape[1] :].tolist(), self.tokenizer, self.stop_ids)
 
-    def _active(self, name: str):
-        if not self.adapters:
-            return contextlib.nullcontext()
-        if name == BASE:
-            return self.model.disable_adapter()
-        self.model.set_adapter(name)
-        return contextlib.nullcontext()
+    def forward(self, names: list[str], **inputs: Any) -> Any:
+        """One forward for rows that want the models `names` (batching.py); the logits."""
+        return self.model(**inputs, use_cache=True, **self.router.prepare(names)).logits
 
     def _config(self, job: Job):
         import copy
 
         config = copy.deepcopy(self.model.generation_config)
-        # OpenAI's temperature 0 means greedy; below 0.01 dividing the logits overflows into NaN
-        sample = job.temperature >= 0.01
+        sample = not job.greedy
         # top_k=0: OpenAI has no top-k, and transformers' default of 50 would change the answers
         config.update(
             max_new_tokens=job.max_new_tokens, min_new_tokens=None, do_sample=sample, top_k=0 if sample else None,
@@ -157,31 +128,14 @@ class Engine:
 
 
 class _ShouldStop:
-    """A stopping criterion: the client has gone, or the new text holds a stop sequence.
-
-    transformers' own `stop_strings` also matches text that starts in the prompt (a stop of
-    "\\n\\n" fires after one new line when the prompt ends with one); OpenAI's stop looks
-    at the answer only, so only the generated tokens are decoded here.
-    """
+    """A stopping criterion for generate(): the client has gone, or the answer holds a stop sequence."""
 
     def __init__(self, job: Job, tokenizer: Any) -> None:
-        self.job, self.tokenizer = job, tokenizer
+        self.job, self.stop = job, StopText(job, tokenizer)
         self.start = len(job.input_ids)
-        # a character may take up to 4 byte-level tokens, so this window holds any stop sequence
-        self.window = 4 * max((len(s) for s in job.stop), default=0) + 2
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        done = self.job.cancelled.is_set()
-        if self.job.stop and not done:
-            tail = input_ids[0, self.start :][-self.window :].tolist()
-            text = self.tokenizer.decode(tail, skip_special_tokens=True)
-            done = any(s in text for s in self.job.stop)
+        done = self.job.cancelled.is_set() or bool(self.job.stop) and self.stop.hit(input_ids[0, self.start :].tolist())
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
-def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    """OpenAI returns the text *before* a stop sequence; generation stops just after it."""
-    hits = [text.find(s) for s in stops if s in text]
-    return (text[: min(hits)], True) if hits else (text, False)

@@ -16,4 +16,5 @@ _FIELDS = ServeSection.model_fields  # the defaults live once, in the config
 class Limits:
     max_tokens_cap: int = _FIELDS["max_tokens_cap"].default
     queue_size: int = _FIELDS["queue_size"].default
+    max_batch: int = _FIELDS["max_batch"].default
     max_body_bytes: int = 1_000_000  # far above any prompt that fits a small model's context

@@ -97,8 +97,13 @@ def base_model_name(specs: list[AdapterSpec], override: str | None) -> str:
     return override or next(iter(bases.values())).name
 
 
-def load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], None] = print) -> Engine:
-    """One base model on the inference device, the adapters attached to it, and the run's tokenizer."""
+def load_engine(
+    specs: list[AdapterSpec], base_name: str, log: Callable[[str], None] = print, merge: bool = True
+) -> Engine:
+    """One base model on the inference device, the adapters attached to it, and the run's tokenizer.
+
+    `merge`: a lone adapter is merged into the base weights (adapters.py says why).
+    """
     from tuneforge.machine.devices import inference_device
     from tuneforge.models.loading import load_for_inference, model_path, resolve_model
     from tuneforge.models.tokenizer import load_tokenizer_from
@@ -115,7 +120,7 @@ def load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], N
         model = _attach_adapters(model, specs, log)
     model.eval()
     context = _context_length(model.config, tokenizer)
-    return Engine(model, tokenizer, [s.name for s in specs], context, tokenizer.chat_template)
+    return Engine(model, tokenizer, [s.name for s in specs], context, tokenizer.chat_template, merge=merge)
 
 
 def _attach_adapters(base: Any, specs: list[AdapterSpec], log: Callable[[str], None]) -> Any:

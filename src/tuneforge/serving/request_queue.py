@@ -1,10 +1,12 @@
-"""A bounded line for generation: one request runs, a few wait, the rest get 429 at once.
+"""A bounded line for generation: some requests run, a few wait, the rest get 429 at once.
 
-One model answers one request at a time: torch already spreads a single generation over
-every core, so running two at once only makes both slower. Past `waiting` queued requests,
-the server says 429 immediately rather than letting clients time out in a line they can't
-see. A slot is freed when its generation ends, and a job whose client has gone ends at the
-next token (engine.py checks the flag), so a dropped stream can't hold the line.
+Past `waiting` queued requests, the server says 429 immediately rather than letting clients
+time out in a line they can't see. Two runners fill the running places:
+- `BatchScheduler` (batching.py, the default): up to `max_batch` requests decode together and
+  newcomers join between steps;
+- `OneAtATime` (serve --max-batch 1): one generate() at a time, as before batching.
+A place is freed when its generation ends, and a job whose client has gone ends at the next
+token (both runners check the flag), so a dropped stream can't hold the line.
 """
 
 from __future__ import annotations
@@ -12,21 +14,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
-from tuneforge.serving.engine import Job
 from tuneforge.serving.errors import OpenAIError
+from tuneforge.serving.jobs import Job
+
+
+class Runner(Protocol):
+    def submit(self, job: Job, started: Callable[[], None], finished: Callable[[], None]) -> Future: ...
+
+    def shutdown(self) -> None: ...
 
 
 class RequestQueue:
-    def __init__(self, waiting: int) -> None:
-        self.limit = 1 + waiting
+    def __init__(self, waiting: int, runner: Runner, running: int = 1) -> None:
+        self.limit = running + waiting
         self.held = 0  # running + waiting; touched only on the event loop thread
         self.running = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneforge-generate")
+        self.runner = runner
 
-    def submit(self, job: Job, work: Callable[[Job], Any]) -> asyncio.Future:
-        """Start or queue `work(job)`; 429 when the line is full. Await the result on the loop."""
+    def submit(self, job: Job) -> asyncio.Future:
+        """Start or queue the job; 429 when the line is full. Await the result on the loop."""
         if self.held >= self.limit:
             raise OpenAIError(
                 429, f"The server is busy: {self.held} requests are running or waiting (the limit is {self.limit}). "
@@ -34,22 +42,11 @@ class RequestQueue:
             )  # fmt: skip
         loop = asyncio.get_running_loop()
         self.held += 1
-        future = self._executor.submit(self._run, loop, job, work)
+        future = self.runner.submit(
+            job, lambda: _call_soon(loop, self._started), lambda: _call_soon(loop, self._finished)
+        )
         future.add_done_callback(lambda _: _call_soon(loop, self._release))
         return asyncio.wrap_future(future, loop=loop)
-
-    def _run(self, loop: asyncio.AbstractEventLoop, job: Job, work: Callable[[Job], Any]) -> Any:
-        if job.cancelled.is_set():  # the client left while waiting: skip the work
-            return None
-        _call_soon(loop, self._started)
-        try:
-            return work(job)
-        except BaseException:
-            if job.streamer is not None:  # unblock the reader; generate() only ends it on success
-                job.streamer.end()
-            raise
-        finally:
-            _call_soon(loop, self._finished)
 
     def _started(self) -> None:
         self.running += 1
@@ -62,6 +59,33 @@ class RequestQueue:
 
     def stats(self) -> dict[str, int]:
         return {"running": self.running, "waiting": self.held - self.running, "limit": self.limit}
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()
+
+
+class OneAtATime:
+    """One `work(job)` at a time on a worker thread: torch already spreads one generation over the cores."""
+
+    def __init__(self, work: Callable[[Job], Any]) -> None:
+        self.work = work
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneforge-generate")
+
+    def submit(self, job: Job, started: Callable[[], None], finished: Callable[[], None]) -> Future:
+        return self._executor.submit(self._run, job, started, finished)
+
+    def _run(self, job: Job, started: Callable[[], None], finished: Callable[[], None]) -> Any:
+        if job.cancelled.is_set():  # the client left while waiting: skip the work
+            return None
+        started()
+        try:
+            return self.work(job)
+        except BaseException:
+            if job.streamer is not None:  # unblock the reader; generate() only ends it on success
+                job.streamer.end()
+            raise
+        finally:
+            finished()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,141 @@
+"""Guards batched serving: answers equal one-at-a-time ones token for token, mixed adapters, freed slots."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from concurrent.futures import wait
+
+import httpx
+import pytest
+
+from tuneforge.serving.batching import BatchScheduler
+from tuneforge.serving.engine import Job
+from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
+
+PROMPTS = ["Please tell me about the heart.", "Bursitis", "What is an abnormality of the kidney, in short?", "Hi"]
+
+
+def scaled_adapter(results, folder, factor: float):
+    """A copy of the tuned adapter with every lora_B times `factor`: a second adapter that answers differently."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(results, folder, ignore=shutil.ignore_patterns("checkpoints", "*.png", "*.log"))
+    weights = load_file(folder / "adapter_model.safetensors")
+    save_file({k: v * factor if "lora_B" in k else v for k, v in weights.items()}, folder / "adapter_model.safetensors")
+    (folder / "tuneforge-results.json").unlink()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_results, tmp_path_factory):
+    other = scaled_adapter(tiny_results, tmp_path_factory.mktemp("other") / "other", -3.0)
+    specs = parse_adapter_specs([f"tuned={tiny_results}", f"other={other}"])
+    return load_engine(specs, base_model_name(specs, None), log=lambda _: None)
+
+
+def jobs_for(engine, models, max_new_tokens=(24, 7, 40, 1)):
+    """Greedy jobs of different prompt lengths and answer lengths, one per (prompt, model)."""
+    out = []
+    for index, (prompt, model) in enumerate((p, m) for p in PROMPTS for m in models):
+        ids = engine.chat_ids([{"role": "user", "content": prompt}])
+        out.append(Job(model=model, input_ids=ids, max_new_tokens=max_new_tokens[index % 4], temperature=0.0))
+    return out
+
+
+def run_batched(engine, jobs, max_batch, stagger=0.0):
+    """Submit every job to one scheduler, some while others already decode; their results in order."""
+    scheduler = BatchScheduler(engine, max_batch)
+    try:
+        futures = []
+        for job in jobs:
+            futures.append(scheduler.submit(job, lambda: None, lambda: None))
+            time.sleep(stagger)
+        wait(futures, timeout=60)
+        return [f.result() for f in futures]
+    finally:
+        scheduler.shutdown()
+
+
+def answers(results):
+    return [(r.text, r.completion_tokens, r.finish_reason) for r in results]
+
+
+def test_batched_answers_equal_one_at_a_time_with_mixed_adapters(two_adapters, monkeypatch):
+    """base, tuned and other rows share batches (peft adapter_names); each answer is the solo answer."""
+    jobs = jobs_for(two_adapters, ["base", "tuned", "other"])
+    solo = [two_adapters.generate(job) for job in jobs]
+    assert len({r.text for r in solo[:3]}) == 3, "the three models must answer differently for this test to bite"
+    steps: list[list[str]] = []
+    forward = two_adapters.forward
+    monkeypatch.setattr(
+        two_adapters, "forward", lambda names, **inputs: steps.append(names) or forward(names, **inputs)
+    )
+    batched = run_batched(two_adapters, jobs_for(two_adapters, ["base", "tuned", "other"]), 5, stagger=0.002)
+    assert answers(batched) == answers(solo)
+    assert max(len(names) for names in steps) == 5  # the batch filled up, and rows joined as others left
+    assert any(len(set(names)) == 3 for names in steps), "no step mixed base and both adapters"
+
+
+def test_a_lone_adapter_is_merged_and_still_answers_as_before(tiny_results):
+    """One adapter: merged into the base at load; its answers and the base's equal the unmerged ones."""
+    specs = parse_adapter_specs([f"tuned={tiny_results}"])
+    plain = load_engine(specs, base_model_name(specs, None), log=lambda _: None, merge=False)
+    merged = load_engine(specs, base_model_name(specs, None), log=lambda _: None)
+    assert merged.router.merged and not plain.router.merged
+    models = ["tuned", "base"]
+    expected = [plain.generate(job) for job in jobs_for(plain, models)]
+    assert answers(run_batched(merged, jobs_for(merged, models), 8)) == answers(expected)
+    assert answers([merged.generate(job) for job in jobs_for(merged, models)]) == answers(expected)
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_batch_slot(two_adapters, monkeypatch):
+    """Over real HTTP: the stream is dropped after a few pieces; its row leaves the batch at the next step."""
+    import uvicorn
+
+    from tuneforge.commands.serve import bind
+    from tuneforge.serving.app import create_app
+    from tuneforge.serving.limits import Limits
+
+    steps = threading.Semaphore(0)
+    forward = two_adapters.forward
+    monkeypatch.setattr(two_adapters, "forward", lambda names, **inputs: steps.release() or forward(names, **inputs))
+    app = create_app(two_adapters, limits=Limits(max_tokens_cap=900, queue_size=0, max_batch=2))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    body = {"model": "tuned", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 900, "temperature": 0}
+    try:
+        _eventually(lambda: _health(url) is not None)
+        # greedy, the tiny model doesn't stop by itself: alone this answer runs all 900 tokens (measured)
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=30) as stream:
+            pieces = [line for _, line in zip(range(8), stream.iter_lines()) if line.startswith("data: ")]
+            assert len(pieces) >= 3
+        _eventually(lambda: _health(url) == {"running": 0, "waiting": 0, "limit": 2})
+        taken = 0
+        while steps.acquire(blocking=False):
+            taken += 1
+        assert taken < 200, f"{taken} forwards: the dropped stream kept decoding"
+        quick = httpx.post(f"{url}/v1/chat/completions", json={**body, "max_tokens": 3}, timeout=30)
+        assert quick.status_code == 200 and quick.json()["usage"]["completion_tokens"] <= 3
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _health(url):
+    try:
+        return httpx.get(f"{url}/health", timeout=5).json()["queue"]
+    except httpx.HTTPError:
+        return None
+
+
+def _eventually(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
