@@ -156,3 +156,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
     for name in (*ENV_VARS, "TUNEFORGE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
+
+
+def trained_pieces(tokenizer, row) -> list[str]:
+    """The label mask decoded back into text: one string per run of trained tokens (labels equal the inputs there)."""
+    from tuneforge.data.encode import IGNORE
+
+    pieces, current = [], []
+    for token, label in zip(row["input_ids"], row["labels"]):
+        if label != IGNORE:
+            assert label == token
+            current.append(token)
+        elif current:
+            pieces.append(tokenizer.decode(current))
+            current = []
+    return pieces + ([tokenizer.decode(current)] if current else [])

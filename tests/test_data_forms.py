@@ -8,23 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import trained_pieces
 from tuneforge.cli import app
 from tuneforge.data import load_conversations
 from tuneforge.data.encode import IGNORE, encode_conversation
 from tuneforge.data.split import heldout_count, heldout_note, split_heldout
-
-
-def trained_text(tokenizer, row) -> list[str]:
-    """The label mask decoded back into text: one string per run of trained tokens."""
-    pieces, current = [], []
-    for token, label in zip(row["input_ids"], row["labels"]):
-        if label != IGNORE:
-            assert label == token
-            current.append(token)
-        elif current:
-            pieces.append(tokenizer.decode(current))
-            current = []
-    return pieces + ([tokenizer.decode(current)] if current else [])
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -53,7 +41,7 @@ PARTS_ROW = {"messages": [
 def test_content_parts_in_both_spellings_with_train_marks(tmp_path, tokenizer):
     data = load_conversations(str(write_jsonl(tmp_path / "parts.jsonl", [PARTS_ROW])))
     row = encode_conversation(tokenizer, data.conversations[0], 512)
-    assert trained_text(tokenizer, row) == ["And the heart?", "A muscle", " that pumps blood.<|im_end|>\n"]
+    assert trained_pieces(tokenizer, row) == ["And the heart?", "A muscle", " that pumps blood.<|im_end|>\n"]
     masked = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label == IGNORE])
     assert "Inflammation of a bursa." in masked and "(aside)" in masked and "bursitis" in masked
 
@@ -66,8 +54,8 @@ def test_reasoning_is_rendered_in_think_tags_and_trained(tmp_path, tokenizer):
                                                             {"type": "text", "text": "Carefully."}]}]}]  # fmt: skip
     data = load_conversations(str(write_jsonl(tmp_path / "think.jsonl", rows)))
     first, second = (encode_conversation(tokenizer, c, 512) for c in data.conversations)
-    assert trained_text(tokenizer, first) == ["<think>\nThink first.\n</think>\n\nBecause.<|im_end|>\n"]
-    assert trained_text(tokenizer, second) == ["<think>\nPlan.\n</think>\n\nCarefully.<|im_end|>\n"]
+    assert trained_pieces(tokenizer, first) == ["<think>\nThink first.\n</think>\n\nBecause.<|im_end|>\n"]
+    assert trained_pieces(tokenizer, second) == ["<think>\nPlan.\n</think>\n\nCarefully.<|im_end|>\n"]
 
 
 def test_the_held_out_rule_keeps_small_datasets_for_training():
@@ -189,14 +177,14 @@ def test_tool_calls_in_both_forms_train_the_calls_and_mask_results(tmp_path, tok
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Seoul"}}\n</tool_call><|im_end|>\n'
     for conversation, answer in ((openai, "It is 10 degrees in Seoul."), (sharegpt, "Seoul: 10 degrees.")):
         row = encode_conversation(tokenizer, conversation, 1024)
-        assert trained_text(tokenizer, row) == [call + answer + "<|im_end|>\n"] or trained_text(tokenizer, row) == [
+        assert trained_pieces(tokenizer, row) == [call + answer + "<|im_end|>\n"] or trained_pieces(tokenizer, row) == [
             call, answer + "<|im_end|>\n"]  # fmt: skip
         masked = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label == IGNORE])
         assert '"temp": ' in masked and "<tools>" in masked and "get_weather" in masked
     native = type(tokenizer).from_pretrained(tokenizer.name_or_path)
     native.chat_template = NATIVE
     row = encode_conversation(native, openai, 1024)
-    assert trained_text(native, row) == ['[call {"name": "get_weather", "arguments": {"city": "Seoul"}}]<|im_end|>\n',
+    assert trained_pieces(native, row) == ['[call {"name": "get_weather", "arguments": {"city": "Seoul"}}]<|im_end|>\n',
                                          "It is 10 degrees in Seoul.<|im_end|>\n"]  # fmt: skip
     rendered = native.decode(row["input_ids"])
     assert "# Tools" in rendered and "<|im_start|>tool\n" in rendered and "<tool_call>" not in rendered
@@ -253,7 +241,7 @@ def test_the_tokenized_cache_is_reused_and_never_stale(tmp_path, tokenizer):
     assert not hit and len(first) == 3 and stats.examples == 3 and stats.truncated == 0
     again, stats_again, hit = encode_cached(tokenizer, conversations, 256, tmp_path)
     assert hit and again["input_ids"] == first["input_ids"] and stats_again == stats
-    assert trained_text(tokenizer, again[0]) == trained_text(
+    assert trained_pieces(tokenizer, again[0]) == trained_pieces(
         tokenizer, encode_conversation(tokenizer, conversations[0], 256)
     )
     expected = first.to_dict()["input_ids"]  # read now: the file under this mapping is cut next

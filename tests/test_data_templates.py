@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import trained_pieces
 from tuneforge.data.encode import IGNORE, encode_all, encode_conversation, render
 from tuneforge.data.formats import to_conversation
 
@@ -25,19 +26,6 @@ def base_tokenizer(tiny_model_dir):
     tokenizer.chat_template = None
     tokenizer.add_special_tokens({"bos_token": "<s>", "eos_token": "</s>"})
     return tokenizer
-
-
-def trained_pieces(tokenizer, row) -> list[str]:
-    """Decode the label mask back into text: one string per run of trained tokens."""
-    pieces, current = [], []
-    for token, label in zip(row["input_ids"], row["labels"]):
-        if label != IGNORE:
-            assert label == token
-            current.append(token)
-        elif current:
-            pieces.append(tokenizer.decode(current))
-            current = []
-    return pieces + ([tokenizer.decode(current)] if current else [])
 
 
 EXPECTED = {

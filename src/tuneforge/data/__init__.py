@@ -59,11 +59,10 @@ def _load_preset(name: str) -> LoadedData:
 
 
 def _load_rows(spec: str, options: DataSection) -> LoadedData:
-    from tuneforge.data.hub import is_saved_dataset, load_hub, load_saved
-    from tuneforge.data.readers import read_rows
+    from tuneforge.data.hub import load_hub
     from tuneforge.presets import ONLINE_PRESETS
 
-    path, licence, held_source = Path(spec).expanduser(), "", ""
+    licence, held_source = "", ""
     fmt: str = options.format
     heldout: list[Any] = []
     if spec in ONLINE_PRESETS:
@@ -71,23 +70,33 @@ def _load_rows(spec: str, options: DataSection) -> LoadedData:
         rows = load_hub(preset.hub_id, options.split, f"The dataset preset '{spec}'")
         source, licence = f"preset {spec}: {preset.description} ({preset.hub_id})", preset.licence
         fmt = preset.format if fmt == "auto" else fmt
-    elif path.is_file():
-        rows, source = read_rows(path), f"local file {path}"
-    elif is_saved_dataset(path):
-        (rows, heldout), source = load_saved(path, options.split), f"saved dataset {path}"
-    elif path.is_dir():
-        train_file, held_file = folder_files(path)
-        rows, source = read_rows(train_file), f"local folder {path} ({train_file.name})"
-        heldout = read_rows(held_file) if held_file else []
-        held_source = str(held_file or "")
-    elif "/" in spec and not spec.startswith((".", "/", "~")):
-        rows, source = load_hub(spec, options.split, f"The dataset '{spec}'"), f"hub dataset {spec} [{options.split}]"
     else:
-        raise _unknown_spec(spec)
+        rows, heldout, source, held_source = read_source(spec, options.split)
     conversations, fmt, skipped = convert_rows(rows, fmt, options.map or {}, spec)
     if heldout:
         conversations.heldout = convert_rows(heldout, fmt, options.map or {}, held_source or spec)[0]
     return LoadedData(conversations, source, licence, fmt, len(rows), skipped, held_source)
+
+
+def read_source(spec: str, split: str) -> tuple[Rows, Rows, str, str]:
+    """(rows, held-out rows, where they came from, where the held-out ones came from) for a file, a
+    saved dataset, a folder (with its validation file) or a hub id: one rule for SFT and preference data."""
+    from tuneforge.data.hub import is_saved_dataset, load_hub, load_saved
+    from tuneforge.data.readers import read_rows
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return read_rows(path), [], f"local file {path}", ""
+    if is_saved_dataset(path):
+        rows, heldout = load_saved(path, split)
+        return rows, heldout, f"saved dataset {path}", ""
+    if path.is_dir():
+        train_file, held_file = folder_files(path)
+        heldout = read_rows(held_file) if held_file else []
+        return read_rows(train_file), heldout, f"local folder {path} ({train_file.name})", str(held_file or "")
+    if "/" in spec and not spec.startswith((".", "/", "~")):
+        return load_hub(spec, split, f"The dataset '{spec}'"), [], f"hub dataset {spec} [{split}]", ""
+    raise _unknown_spec(spec)
 
 
 def convert_rows(rows: Rows, fmt: str, mapping: dict[str, str], label: str) -> tuple[Conversations, str, int]:

@@ -6,10 +6,9 @@ any model loads; only the row shapes differ (data/preferences.py).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from tuneforge.data import LoadedData, _unknown_spec, folder_files
+from tuneforge.data import LoadedData, read_source
 from tuneforge.data.preferences import convert_pairs
 from tuneforge.data.split import Conversations
 from tuneforge.errors import UserError
@@ -39,24 +38,7 @@ def load_preferences(spec: str, options: DataSection, method: str) -> LoadedData
 
 
 def _from_rows(spec: str, options: DataSection, method: str) -> LoadedData:
-    from tuneforge.data.hub import is_saved_dataset, load_hub, load_saved
-    from tuneforge.data.readers import read_rows
-
-    path, held_source = Path(spec).expanduser(), ""
-    rows: list[tuple[str, Any]]
-    heldout: list[tuple[str, Any]] = []
-    if path.is_file():
-        rows, source = read_rows(path), f"local file {path}"
-    elif is_saved_dataset(path):
-        (rows, heldout), source = load_saved(path, options.split), f"saved dataset {path}"
-    elif path.is_dir():
-        train_file, held_file = folder_files(path)
-        rows, source = read_rows(train_file), f"local folder {path} ({train_file.name})"
-        heldout, held_source = (read_rows(held_file) if held_file else []), str(held_file or "")
-    elif "/" in spec and not spec.startswith((".", "/", "~")):
-        rows, source = load_hub(spec, options.split, f"The dataset '{spec}'"), f"hub dataset {spec} [{options.split}]"
-    else:
-        raise _unknown_spec(spec)
+    rows, heldout, source, held_source = read_source(spec, options.split)
     pairs, fmt = convert_pairs(rows, str(options.format), options.map or {}, method)
     conversations = Conversations(pairs)
     if heldout:
