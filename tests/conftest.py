@@ -171,3 +171,30 @@ def trained_pieces(tokenizer, row) -> list[str]:
             pieces.append(tokenizer.decode(current))
             current = []
     return pieces + ([tokenizer.decode(current)] if current else [])
+
+
+def train_capturing_logits(values: dict) -> tuple[dict, dict]:
+    """run_train on `values`, and the trained model's logits for "Bursitis is" just before the results are written.
+
+    A reload test compares the saved folder with these: the model as training left it in memory.
+    """
+    import torch
+
+    from tuneforge.commands.train import run_train
+    from tuneforge.recipe import train as recipe
+
+    captured, original = {}, recipe.write_results
+
+    def spy(setup, fitted, *args, **kwargs):
+        ids = fitted.tokenizer("Bursitis is", return_tensors="pt").input_ids
+        fitted.trainer.model.eval()
+        with torch.no_grad():
+            captured["ids"], captured["logits"] = ids, fitted.trainer.model(ids).logits
+        return original(setup, fitted, *args, **kwargs)
+
+    recipe.write_results = spy
+    try:
+        metrics = run_train(values)
+    finally:
+        recipe.write_results = original
+    return metrics, captured

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import tiny_train_values
+from tests.conftest import tiny_train_values, train_capturing_logits
 from tuneforge.machine.hardware import Gpu, Hardware
 
 FULL = {"train.finetune": "full", "train.max_steps": 8, "train.save_steps": 4, "train.eval_examples": 2}
@@ -14,24 +14,8 @@ FULL = {"train.finetune": "full", "train.max_steps": 8, "train.save_steps": 4, "
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, tiny_model_dir, tiny_dataset):
     """A finished full fine-tune of the tiny model, and the logits its trained model gave before saving."""
-    from tuneforge.commands.train import run_train
-    from tuneforge.recipe import train as recipe
-
-    captured, original = {}, recipe.write_results
-
-    def spy(setup, fitted, *args, **kwargs):
-        ids = fitted.tokenizer("Bursitis is", return_tensors="pt").input_ids
-        fitted.trainer.model.eval()
-        with torch.no_grad():
-            captured["ids"], captured["logits"] = ids, fitted.trainer.model(ids).logits
-        return original(setup, fitted, *args, **kwargs)
-
-    recipe.write_results = spy
-    try:
-        out = tmp_path_factory.mktemp("full") / "results"
-        metrics = run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out, **FULL))
-    finally:
-        recipe.write_results = original
+    out = tmp_path_factory.mktemp("full") / "results"
+    metrics, captured = train_capturing_logits(tiny_train_values(tiny_model_dir, tiny_dataset, out, **FULL))
     return out, metrics, captured
 
 

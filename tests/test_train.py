@@ -75,26 +75,10 @@ def test_adapter_logits_match_the_trained_model(tiny_model_dir, tiny_dataset, tm
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tests.conftest import tiny_train_values
-    from tuneforge.commands.train import run_train
-    from tuneforge.recipe import train as recipe
+    from tests.conftest import tiny_train_values, train_capturing_logits
 
-    captured = {}
-    original = recipe.write_results
-
-    def spy(setup, fitted, *args, **kwargs):
-        ids = fitted.tokenizer("Bursitis is", return_tensors="pt").input_ids
-        fitted.trainer.model.eval()
-        with torch.no_grad():
-            captured["ids"], captured["logits"] = ids, fitted.trainer.model(ids).logits
-        return original(setup, fitted, *args, **kwargs)
-
-    recipe.write_results = spy
-    try:
-        out = tmp_path / "results"
-        run_train(tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 3}))
-    finally:
-        recipe.write_results = original
+    out = tmp_path / "results"
+    _, captured = train_capturing_logits(tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 3}))
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(captured["ids"]).logits, captured["logits"], rtol=0, atol=1e-5)
