@@ -48,22 +48,24 @@ def open_storage(url: str) -> Any:
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+
+    def connect() -> Any:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=retry,
+            engine_kwargs={"pool_pre_ping": True},
+        )  # fmt: skip
+
     try:
-        for attempt in range(4):
+        for attempt in range(3):
             try:
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=retry,
-                    engine_kwargs={"pool_pre_ping": True},
-                )  # fmt: skip
+                return connect()
             except (IntegrityError, ProgrammingError, OperationalError):
                 # Two workers meeting an empty database both create Optuna's tables and types; the second
                 # CREATE is refused (PostgreSQL: duplicate key; SQLite: table already exists). Optuna does
                 # not guard this, so the loser waits and opens again, now finding the schema the winner
                 # made. A server that is really unreachable costs three short waits before its paragraph.
-                if attempt == 3:
-                    raise
                 time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return connect()
     except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
         reason = " ".join(str(exc).split())[:300]
         raise UserError(
