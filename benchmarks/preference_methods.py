@@ -8,6 +8,10 @@ answers' loss (the SFT loss: did it forget the definitions?), with the time it t
     tuneforge train --output-dir results-sft          # the starting adapter (about 5 min on 2 cores)
     .venv/bin/python benchmarks/preference_methods.py --adapter results-sft --json prefs.json
     .venv/bin/python benchmarks/preference_methods.py --tiny --steps 4   # the code path, in seconds
+
+One method at a time fits a short quiet slot: `--methods orpo --json prefs.json` adds its row to
+the rows already in prefs.json (a method run again replaces its row) and prints the whole table.
+`--results DIR` adds a finished `tuneforge train --method ...` run's row instead of training.
 """
 
 from __future__ import annotations
@@ -34,10 +38,14 @@ def run_method(method: str, out: Path, args: argparse.Namespace, model: str, dat
         values["train.max_steps"] = args.steps
     if args.tiny:
         values.update({"train.max_seq_length": 128, "lora.r": 8, "train.precision": "fp32", "data.val_size": 16})
-    metrics = run_train(values)
+    return row(run_train(values))
+
+
+def row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One table row from a preference run's metrics.json."""
     pref = metrics["preference"]
     return {
-        "method": method,
+        "method": metrics["method"],
         "steps": metrics["steps"],
         "train_s": round(metrics["train_time_s"]),
         "wall_s": round(metrics["wall_time_s"]),
@@ -71,7 +79,13 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the test suite's 2-layer model and a few pairs")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     parser.add_argument("--keep", type=Path, help="keep each method's results folder under this folder")
+    parser.add_argument(
+        "--results", type=Path, nargs="*", default=[], help="finished preference runs to add, untrained"
+    )
     args = parser.parse_args()
+    if args.results:
+        rows = [row(json.loads((folder / "metrics.json").read_text())) for folder in args.results]
+        return report(rows, args.json)
     with tempfile.TemporaryDirectory(prefix="prefs-") as scratch:
         root = args.keep or Path(scratch)
         model, dataset = args.model, None
@@ -83,9 +97,17 @@ def main() -> None:
             build_tiny_model(root / "tiny", build_tiny_tokenizer(root / "tiny"))
             model, dataset = str(root / "tiny"), str(preference_file(root / "prefs.jsonl"))
         rows = [run_method(m, root / m, args, model, dataset) for m in args.methods.split(",")]
+    report(rows, args.json)
+
+
+def report(rows: list[dict[str, Any]], path: Path | None) -> None:
+    """Print the table; with --json, merged with the rows already there (a method measured again replaces its row)."""
+    if path and path.is_file():
+        earlier = json.loads(path.read_text())["rows"]
+        rows = [r for r in earlier if r["method"] not in {n["method"] for n in rows}] + rows
     print(table(rows))
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "table": table(rows)}, indent=2) + "\n")
+    if path:
+        path.write_text(json.dumps({"rows": rows, "table": table(rows)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
