@@ -175,6 +175,10 @@ def test_dpo_on_two_processes_trains_like_one(tiny_model_dir, tmp_path):
     from tuneforge.commands.train import run_train
 
     data = preference_file(tmp_path / "prefs.jsonl", count=16)  # 8 training pairs: a multiple of the global batch
+    # DPO's SFT term (RPO) is TRL's mean over each micro-batch's chosen tokens: one answer for all, so that two
+    # ranks' means average to the one process's mean (docs/PREFERENCES.md: otherwise close, not exact)
+    pairs = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({**p, "chosen": "Elevated body temperature."}) + "\n" for p in pairs))
     run = {"train.method": "dpo", "train.max_steps": 2, "data.val_size": 8, "train.learning_rate": 2e-2,
            "train.device": "cpu", "train.logging_steps": 1}  # fmt: skip
     (tmp_path / "ddp").mkdir()
