@@ -60,6 +60,13 @@ def test_a_four_trial_sweep_prunes_one_and_leaves_a_best_yaml_that_train_uses(
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f'id="{name}"' in (out / "summary.html").read_text()
     check_folder(out / "best")  # the best trial's adapter, whole, ready for chat/eval/serve/export
+    # a trial's last mid-run held-out loss is its final figure: measured once, not again after training
+    trial = out / "trials" / "trial-0"
+    curve = [json.loads(line) for line in (trial / "heldout_curve.jsonl").read_text().splitlines()]
+    assert [point["step"] for point in curve] == [2, 4]
+    assert json.loads((trial / "metrics.json").read_text())["eval_loss_after"] == curve[-1]["eval_loss"]
+    assert "held-out loss, tuned model: " in (log := next(trial.glob("training_log_*.log")).read_text())
+    assert "(measured at step 4)" in log and log.count("held-out loss, tuned model") == 1
     # best.yaml is a train config as is: the best values, at train's full length
     dry = CliRunner().invoke(app, ["train", "--config", str(out / "best.yaml"), "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output
@@ -102,6 +109,11 @@ def test_bad_search_spaces_storage_and_workers_exit_2_naming_them(tmp_path, tiny
     message = " ".join(result.output.split())
     assert result.exit_code == 2 and "postgresql://tuner:***@127.0.0.1:9/nowhere" in message, message
     assert "s3cret" not in result.output
+    # a driver that is not installed is named with its package before any connection (pg8000: never installed)
+    result = runner.invoke(app, [*base, "--storage", url.replace("postgresql:", "postgresql+pg8000:")])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and "driver 'pg8000', which is not installed" in message, message
+    assert "pip install pg8000" in message and "tuner:***@" in message and "s3cret" not in message
     result = runner.invoke(app, [*base, "--workers", "500", "--model", "smollm2-135m"])
     assert result.exit_code == 2 and "--workers 500 needs about" in " ".join(result.output.split()), result.output
     result = runner.invoke(app, [*base, "--no-such-flag", "1"])
@@ -138,3 +150,19 @@ def test_a_killed_sweep_resumes_to_the_same_number_of_trials(tmp_path, tiny_mode
     ]
     resumed = json.loads((out / "trials" / "trial-1" / "metrics.json").read_text())
     assert resumed["resumed_from"] is not None and resumed["steps"] == 6  # from its checkpoint, not from zero
+
+
+@pytest.mark.slow
+def test_the_rouge_objective_keeps_the_trial_with_the_highest_quick_check_score(tmp_path, tiny_model_dir, tiny_dataset):
+    out = tmp_path / "sweep"
+    space = tmp_path / "space.yaml"
+    space.write_text("sweep:\n  space:\n    train.learning_rate: {choices: [0.02]}\n", encoding="utf-8")
+    args = sweep_args(tiny_model_dir, tiny_dataset, out, space, "--trials", "1", "--objective", "rouge")
+    args[args.index("--eval-examples") + 1] = "4"
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["objective"], summary["direction"], summary["complete"]) == ("rouge", "maximize", 1)
+    quick = json.loads((out / "trials" / "trial-0" / "metrics.json").read_text())["quick_eval"]
+    assert quick["examples"] == 4 and summary["best_value"] == quick["tuned"]["rougeL"]
+    assert "objective rouge (maximize)" in result.stdout and "rouge " in (out / "best.yaml").read_text()

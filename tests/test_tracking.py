@@ -1,8 +1,9 @@
-"""`--report-to`: TensorBoard event files under the run folder hold the logged losses; a missing tracker exits 2."""
+"""`--report-to`: TensorBoard's event files and MLflow's file store in the run folder hold the logged losses; a missing tracker exits 2."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -10,26 +11,39 @@ from tests.conftest import tiny_train_values
 from tuneforge.errors import UserError
 
 
-def test_tensorboard_event_files_hold_the_logged_losses(tmp_path, tiny_model_dir, tiny_dataset):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def logged_losses(tracker: str, folder: Path) -> dict[int, float]:
+    """The training losses as the tracker stored them, read back with its own reader."""
+    if tracker == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+        events = list((folder / "tensorboard").glob("events.out.tfevents.*"))
+        assert events, sorted(p.name for p in folder.rglob("*"))
+        reader = EventAccumulator(str(events[0].parent))
+        reader.Reload()
+        return {e.step: e.value for e in reader.Scalars("train/loss")}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(folder / "mlruns").as_uri())  # the file store, no server
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "mlflow"])
+def test_a_tracker_holds_the_logged_losses_in_the_run_folder(tracker, tmp_path, tiny_model_dir, tiny_dataset):
     from tuneforge.commands.train import run_train
     from tuneforge.runs.folder import check_folder
 
+    pytest.importorskip(tracker, reason=f"pip install {tracker} (the test extras install it)")
     out = tmp_path / "results"
     values = tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 4, "train.eval_examples": 0})
-    metrics = run_train({**values, "train.report_to": "tensorboard"})
+    metrics = run_train({**values, "train.report_to": tracker})
     assert metrics is not None
-    events = list((out / "tracking" / "tensorboard").glob("events.out.tfevents.*"))
-    assert events, sorted(p.name for p in out.rglob("*"))
-    reader = EventAccumulator(str(events[0].parent))
-    reader.Reload()
-    logged = {e.step: e.value for e in reader.Scalars("train/loss")}
+    logged = logged_losses(tracker, (out / "tracking").resolve())
     expected = {h["step"]: h["loss"] for h in metrics["loss_history"]}
     assert logged.keys() == expected.keys() and len(logged) >= 2
     assert all(abs(logged[s] - expected[s]) < 1e-4 for s in logged)
     check_folder(out)  # the tracking folder does not make the results look damaged
-    assert "report_to: tensorboard" in (out / "tuneforge.yaml").read_text()
+    assert f"report_to: {tracker}" in (out / "tuneforge.yaml").read_text()
 
 
 @pytest.mark.parametrize("tracker", ["trackio", "mlflow", "wandb"])

@@ -273,7 +273,11 @@ class SweepSection(Section):
     trial_steps: int = Field(
         40, ge=2, description="Training steps of each trial; best.yaml keeps train.max_steps for the full run."
     )
-    eval_every: int = Field(10, ge=1, description="Held-out loss every N steps of a trial, reported to the pruner.")
+    eval_every: int = Field(
+        20,
+        ge=1,
+        description="Held-out loss every N steps of a trial, reported to the pruner (each costs ~11 s on the default).",
+    )
     objective: Literal["loss", "rouge"] = Field(
         "loss",
         description="What the sweep optimises: held-out loss (lower), or rouge: ROUGE-L of held-out answers (higher).",

@@ -34,6 +34,7 @@ class ProgressCallback(TrainerCallback):
         self.tokens_at_start = 0
         self.training = False  # between on_train_begin and on_train_end: mid-run evaluations print a line
         self.curve_steps: list[int] = []
+        self.last_heldout: tuple[int, float] | None = None  # (step, loss) of the latest mid-run evaluation
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.training = True
@@ -74,9 +75,13 @@ class ProgressCallback(TrainerCallback):
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                     **kwargs: Any) -> None:  # fmt: skip
         """Mid-run held-out loss (train.eval_steps): logged, and appended to heldout_curve.jsonl for a sweep's pruner."""
-        if not metrics or "eval_loss" not in metrics or not state.is_world_process_zero or state.global_step == 0:
+        if not metrics or "eval_loss" not in metrics or state.global_step == 0:
             return
         entry = {"step": state.global_step, "eval_loss": float(metrics["eval_loss"])}
+        if self.training:  # every rank keeps it: all of them skip the after-training measure alike (no hang)
+            self.last_heldout = (state.global_step, entry["eval_loss"])
+        if not state.is_world_process_zero:
+            return
         if self.training:
             self.log.info(f"step {state.global_step}/{state.max_steps}  held-out loss {entry['eval_loss']:.4f}")
         elif self.curve_steps and self.curve_steps[-1] == state.global_step:

@@ -40,7 +40,9 @@ def report_targets(report_to: str, out: Path) -> list[str]:
     folder = (out / "tracking").resolve()
     defaults = {
         "tensorboard": {"TENSORBOARD_LOGGING_DIR": str(folder / "tensorboard")},
-        "mlflow": {"MLFLOW_TRACKING_URI": (folder / "mlruns").as_uri()},
+        # MLflow 3 refuses its file store unless asked: it is in maintenance mode, but needs no database
+        # and keeps artifacts in the same folder (a sqlite:// store took 8 s to create per run)
+        "mlflow": {"MLFLOW_TRACKING_URI": (folder / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"},
         "trackio": {"TRACKIO_DIR": str(folder / "trackio")},
         # offline: no account, no network; `wandb sync` uploads the folder later if wanted
         "wandb": {"WANDB_MODE": "offline", "WANDB_DIR": str(folder)},
@@ -58,7 +60,7 @@ def where_it_logs(report_to: str, out: Path) -> str | None:
     return {
         "none": None,
         "tensorboard": f"tracking: TensorBoard event files in {folder}/tensorboard (tensorboard --logdir {folder}/tensorboard)",
-        "mlflow": f"tracking: MLflow file store in {folder}/mlruns (mlflow ui --backend-store-uri {folder / 'mlruns'})",
+        "mlflow": f"tracking: MLflow file store in {folder}/mlruns (MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {folder / 'mlruns'})",
         "trackio": f"tracking: Trackio in {folder}/trackio (TRACKIO_DIR={folder}/trackio trackio show)",
         "wandb": f"tracking: Weights & Biases offline run in {folder}/wandb (wandb sync {folder}/wandb/offline-run-*)",
     }[report_to]

@@ -157,7 +157,8 @@ def fit(setup: Setup) -> Fitted:
     )
     train_time = time.monotonic() - started
     trainer.model.config.use_cache = True  # training turned the KV cache off; generation wants it back
-    after = measure(trainer, rows[1], log, "tuned model") if plain else None
+    after = already_measured(progress, trainer, log) if plain and setup.method.measure is None else None
+    after = after or (measure(trainer, rows[1], log, "tuned model") if plain else None)
     counts = (len(rows[0]), len(rows[1]))
     return Fitted(trainer, progress, tokenizer, eval_set, counts, before, after, train_time, shape, step_downs)
 
@@ -288,6 +289,16 @@ def write_held_out(out: Path, eval_set: list[Any]) -> None:
         write_eval_pairs(out, eval_set)
         eval_set = [as_conversation(pair) for pair in eval_set]
     write_jsonl(out / "eval_set.jsonl", eval_set)
+
+
+def already_measured(progress: Any, trainer: Any, log: Any) -> dict[str, float] | None:
+    """The loop's own held-out loss at the last step (eval_steps divides max_steps): the same model, the same
+    rows, so measuring again would only repeat it (every sweep trial did, at ~11 s on the default model)."""
+    last = progress.last_heldout
+    if last is None or last[0] != trainer.state.global_step:
+        return None
+    log.info(f"held-out loss, tuned model: {last[1]:.4f} (measured at step {last[0]})")
+    return {"loss": last[1]}
 
 
 def held_out(trainer: Any, rows: Any, log: Any, label: str) -> dict[str, float] | None:

@@ -55,6 +55,7 @@ def open_storage(url: str) -> Any:
             engine_kwargs={"pool_pre_ping": True},
         )  # fmt: skip
 
+    check_driver(url)
     try:
         for attempt in range(3):
             try:
@@ -71,7 +72,38 @@ def open_storage(url: str) -> Any:
         raise UserError(
             f"Can't reach the sweep storage '{hidden(url)}' (sweep.storage): {reason}. Check the host, port, "
             "database name and password (and that the server runs), or leave --storage out to keep the "
-            "study in the sweep folder. PostgreSQL needs its driver: pip install 'tuneforge[postgres]'.",
+            "study in the sweep folder.",
+            field="sweep.storage",
+        ) from None
+
+
+# SQLAlchemy's driver name → the pip package that provides it; a plain postgresql:// means psycopg (3)
+# since SQLAlchemy 2.1, which is what 'tuneforge[postgres]' installs
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]' (or: pip install 'tuneforge[postgres]')",
+                   "psycopg2": "psycopg2-binary", "pg8000": "pg8000", "pymysql": "pymysql", "mysqldb": "mysqlclient"}  # fmt: skip
+
+
+def check_driver(url: str) -> None:
+    """A database driver that is not installed is named with its pip package, before any connection is tried."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return  # not a URL SQLAlchemy knows: connecting says so, with the URL
+    except ImportError as exc:
+        driver = parsed.get_driver_name()
+        package = DRIVER_PACKAGES.get(driver, exc.name or driver)
+        other = (
+            ", or name an installed driver in the URL: postgresql+psycopg:// or postgresql+psycopg2://"
+            if parsed.get_backend_name() == "postgresql"
+            else ""
+        )
+        raise UserError(
+            f"The sweep storage '{hidden(url)}' (sweep.storage) uses the database driver '{driver}', which is not "
+            f"installed. Install it: pip install {package}{other}.",
             field="sweep.storage",
         ) from None
 
