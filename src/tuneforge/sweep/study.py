@@ -169,7 +169,8 @@ def make_objective(plan: TrialPlan, space: dict[str, Any], log: Any) -> Any:
 
         def on_point(step: int, loss: float) -> bool:
             trial.report(sign * loss, step)
-            return bool(trial.should_prune())
+            # the last point: the training is done, stopping it now would only mark a finished trial pruned
+            return step < plan.trial_steps and bool(trial.should_prune())
 
         try:
             wait_and_watch(proc, folder, on_point)
