@@ -222,7 +222,7 @@ class ServeSection(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="Number format of the served weights: auto is fp32 on the CPU (answers as trained). bf16 halves "
-        "the bytes each token reads, so a CPU decodes faster, but some greedy answers change.",
+        "the weights' memory; a CPU without AVX-512 BF16 or AMX decodes no faster, and some greedy answers change.",
     )
 
 
