@@ -18,6 +18,11 @@ half the clients streaming:
     python benchmarks/serve_load.py --adapter results --clients 1 --seconds 60 --max-tokens 64 \
         --max-batch 1 --max-batch 8        # single-stream decoding speed
 
+`--precision` is repeatable the same way (one value applies to every server), and `--warmup S`
+reports the RSS when the first S seconds are over beside the RSS at the end: a soak.
+
+    python benchmarks/serve_load.py --adapter results --clients 8 --seconds 300 --warmup 60 --max-batch 8
+
 Bounded on purpose: at most 64 clients and 600 seconds, and never another machine. It is a
 measurement tool, not a way to flood a server.
 """
@@ -62,6 +67,12 @@ def parse_args() -> argparse.Namespace:
         action="append",
         help="serve --max-batch for the server this script starts; repeat to compare, one after another",
     )
+    parser.add_argument(
+        "--precision",
+        action="append",
+        help="serve --precision (fp32, bf16); repeat to compare, paired with --max-batch",
+    )
+    parser.add_argument("--warmup", type=float, default=0, help="seconds of warm-up: RSS growth is counted after it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS:
@@ -79,7 +90,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace, max_batch: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    args: argparse.Namespace, max_batch: int | None, precision: str | None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     script = Path(sys.executable).with_name("tuneforge")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "tuneforge"]
@@ -87,6 +100,7 @@ def start_server(args: argparse.Namespace, max_batch: int | None) -> tuple[subpr
     command += [flag for a in args.adapter or [] for flag in ("--adapter", a)]
     command += ["--model", args.model] if args.model else []
     command += ["--max-batch", str(max_batch)] if max_batch else []
+    command += ["--precision", precision] if precision else []
     env = {**os.environ, **({"TUNEFORGE_API_KEY": args.api_key} if args.api_key else {})}
     log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)  # noqa: SIM115
     # a file, not a pipe: nobody drains a pipe during the run, and a full one would stall the server
@@ -143,9 +157,13 @@ async def client(http: httpx.AsyncClient, body: dict, deadline: float, stream: b
             out["errors"][str(status)] = out["errors"].get(str(status), 0) + 1
 
 
-async def sample_peak(pid: int | None, deadline: float, out: dict) -> None:
+async def sample_peak(pid: int | None, deadline: float, warm: float, out: dict) -> None:
+    """The peak RSS, and the RSS when the warm-up ends (the soak's baseline)."""
     while pid is not None and time.monotonic() < deadline:
-        out["rss_peak_mb"] = max(out.get("rss_peak_mb") or 0, rss_mb(pid) or 0)
+        rss = rss_mb(pid) or 0
+        out["rss_peak_mb"] = max(out.get("rss_peak_mb") or 0, rss)
+        if "rss_warm_mb" not in out and time.monotonic() >= warm:
+            out["rss_warm_mb"] = rss
         await asyncio.sleep(0.5)
 
 
@@ -162,7 +180,7 @@ async def run_load(url: str, args: argparse.Namespace, model: str, pid: int | No
     limits = httpx.Limits(max_connections=args.clients)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as http:
         await asyncio.gather(
-            sample_peak(pid, deadline, out),
+            sample_peak(pid, deadline, started + args.warmup, out),
             *(
                 client(http, body, deadline, args.stream or (args.half_stream and i % 2 == 0), out)
                 for i in range(args.clients)
@@ -180,28 +198,33 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def report(out: dict, args: argparse.Namespace, model: str, before: float | None, after: float | None,
-           max_batch: int | None) -> dict:  # fmt: skip
+           server: tuple[int | None, str | None]) -> dict:  # fmt: skip
     done = len(out["latencies"])
+    warm = out.get("rss_warm_mb") if args.warmup else None
 
     def ms(seconds: float | None) -> float | None:
         return None if seconds is None else round(seconds * 1000, 1)
 
     return {
-        "max_batch": max_batch, "clients": args.clients, "seconds": round(out["elapsed_s"], 1), "model": model,
+        "max_batch": server[0], "precision": server[1] or "auto", "clients": args.clients, "seconds": round(out["elapsed_s"], 1), "model": model,
         "stream": "half" if args.half_stream else args.stream, "max_tokens": args.max_tokens,
         "requests_ok": done, "requests_per_s": round(done / out["elapsed_s"], 2),
         "tokens_per_s": round(out["tokens"] / out["elapsed_s"], 1),
         "tokens_per_s_per_request_p50": percentile(out["tokens_per_s_each"], 0.5) and round(
             percentile(out["tokens_per_s_each"], 0.5) or 0, 1),
         "p50_ms": ms(percentile(out["latencies"], 0.5)), "p95_ms": ms(percentile(out["latencies"], 0.95)),
-        "first_token_p50_ms": ms(percentile(out["first_token"], 0.5)), "errors": out["errors"],
+        "first_token_p50_ms": ms(percentile(out["first_token"], 0.5)),
+        "first_token_p95_ms": ms(percentile(out["first_token"], 0.95)), "errors": out["errors"],
         "rss_before_mb": before and round(before, 1), "rss_peak_mb": out.get("rss_peak_mb") and round(out["rss_peak_mb"], 1),
-        "rss_after_mb": after and round(after, 1), "cpu_cores": os.cpu_count(),
+        "rss_after_mb": after and round(after, 1),
+        "rss_after_warmup_mb": warm and round(warm, 1),
+        "rss_growth_after_warmup_pct": warm and after and round(100 * (after - warm) / warm, 1),
+        "cpu_cores": os.cpu_count(),
     }  # fmt: skip
 
 
-def measure(args: argparse.Namespace, max_batch: int | None) -> dict:
-    process, url = (None, args.url) if args.url else start_server(args, max_batch)
+def measure(args: argparse.Namespace, server: tuple[int | None, str | None]) -> dict:
+    process, url = (None, args.url) if args.url else start_server(args, *server)
     pid = process.pid if process else args.server_pid
     try:
         headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -209,27 +232,35 @@ def measure(args: argparse.Namespace, max_batch: int | None) -> dict:
         model = args.served_model or next((n for n in names if n != "base"), "base")
         before = rss_mb(pid)
         out = asyncio.run(run_load(url, args, model, pid))
-        return report(out, args, model, before, rss_mb(pid), max_batch)
+        return report(out, args, model, before, rss_mb(pid), server)
     finally:
         if process:
             process.terminate()
             process.wait(15)
 
 
+def servers(args: argparse.Namespace) -> list[tuple[int | None, str | None]]:
+    """(max_batch, precision) per server: repeated flags pair up in order; a single value goes with each."""
+    batches, precisions = args.max_batch or [None], args.precision or [None]
+    count = max(len(batches), len(precisions))
+    if {len(batches), len(precisions)} - {1, count}:
+        sys.exit("--max-batch and --precision: give each once, or both the same number of times")
+    return [(batches[i % len(batches)], precisions[i % len(precisions)]) for i in range(count)]
+
+
 def main() -> None:
     args = parse_args()
-    results = [measure(args, max_batch) for max_batch in (args.max_batch or [None])]
+    results = [measure(args, server) for server in servers(args)]
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0]))
         return
     keys = list(results[0])
-    print(f"{'':>30}" + "".join(f"{'max_batch ' + str(r['max_batch']):>22}" for r in results))
+    print(f"{'':>30}" + "".join(f"{'batch ' + str(r['max_batch']) + ' ' + r['precision']:>22}" for r in results))
     for key in keys[1:]:
         print(f"{key:>30}" + "".join(f"{str(r[key]):>22}" for r in results))
-    if len(results) == 2:
-        first, second = results
-        if first["tokens_per_s"] and second["tokens_per_s"]:
-            print(f"{'tokens/s ratio':>30}{second['tokens_per_s'] / first['tokens_per_s']:>44.2f}x")
+    first = results[0]["tokens_per_s"]
+    if len(results) > 1 and first:
+        print(f"{'tokens/s vs the first':>30}" + "".join(f"{r['tokens_per_s'] / first:>21.2f}x" for r in results))
 
 
 if __name__ == "__main__":

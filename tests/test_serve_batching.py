@@ -9,10 +9,11 @@ from concurrent.futures import wait
 
 import httpx
 import pytest
+import torch
 
 from tuneforge.serving.batching import BatchScheduler
 from tuneforge.serving.engine import Job
-from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
+from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs, to_precision
 
 PROMPTS = ["Please tell me about the heart.", "Bursitis", "What is an abnormality of the kidney, in short?", "Hi"]
 
@@ -79,7 +80,7 @@ def test_batched_answers_equal_one_at_a_time_with_mixed_adapters(two_adapters, m
 
 
 def test_a_lone_adapter_is_merged_and_still_answers_as_before(tiny_results):
-    """One adapter: merged into the base at load; its answers and the base's equal the unmerged ones."""
+    """One adapter: merged into the base at load; its answers and the base's equal the unmerged ones; bf16 batches too."""
     specs = parse_adapter_specs([f"tuned={tiny_results}"])
     plain = load_engine(specs, base_model_name(specs, None), log=lambda _: None, merge=False)
     merged = load_engine(specs, base_model_name(specs, None), log=lambda _: None)
@@ -88,6 +89,12 @@ def test_a_lone_adapter_is_merged_and_still_answers_as_before(tiny_results):
     expected = [plain.generate(job) for job in jobs_for(plain, models)]
     assert answers(run_batched(merged, jobs_for(merged, models), 8)) == answers(expected)
     assert answers([merged.generate(job) for job in jobs_for(merged, models)]) == answers(expected)
+
+    to_precision(merged, "bf16", log=lambda _: None)  # serve --precision bf16: cast after the merge
+    assert merged.model.dtype == torch.bfloat16  # the last rows were 'base': the adapter is unmerged now
+    # bf16 rounding may differ between a batch of one and of eight, so only the answers' shape is checked
+    bf16 = run_batched(merged, jobs_for(merged, models), 8)
+    assert len(bf16) == len(expected) and all(r.completion_tokens >= 1 for r in bf16)
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_batch_slot(two_adapters, monkeypatch):

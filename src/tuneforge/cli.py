@@ -433,6 +433,7 @@ def serve(
     max_tokens_cap: Annotated[Optional[int], _opt("serve.max_tokens_cap", "--max-tokens-cap")] = None,
     queue_size: Annotated[Optional[int], _opt("serve.queue_size", "--queue-size")] = None,
     max_batch: Annotated[Optional[int], _opt("serve.max_batch", "--max-batch")] = None,
+    precision: Annotated[Optional[str], _opt("serve.precision", "--precision")] = None,
     config: Annotated[
         Optional[Path], typer.Option("--config", help="YAML file with a serve: section (host, port, api_key).")
     ] = None,
@@ -442,7 +443,7 @@ def serve(
     """Serve the tuned model behind an OpenAI-compatible API, with a chat page at /."""
     cli_values = {"serve.host": host, "serve.port": port, "serve.api_key": api_key,
                   "serve.max_tokens_cap": max_tokens_cap, "serve.queue_size": queue_size,
-                  "serve.max_batch": max_batch}  # fmt: skip
+                  "serve.max_batch": max_batch, "serve.precision": precision}  # fmt: skip
 
     def go() -> None:
         from tuneforge.commands.serve import run_serve

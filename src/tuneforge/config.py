@@ -219,6 +219,11 @@ class ServeSection(Section):
         8, ge=1, le=64,
         description="Requests decoded together; newcomers join between tokens. 1: one request at a time.",
     )  # fmt: skip
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Number format of the served weights: auto is fp32 on the CPU (answers as trained). bf16 halves "
+        "the weights' memory; a CPU without AVX-512 BF16 or AMX decodes no faster, and some greedy answers change.",
+    )
 
 
 # What `tuneforge sweep` may search: the key, and the kind of range it takes. Here, beside the

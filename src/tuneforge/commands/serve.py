@@ -36,7 +36,7 @@ def run_serve(
     sock = bind(serve.host, serve.port)
     limits = Limits(max_tokens_cap=serve.max_tokens_cap, queue_size=serve.queue_size, max_batch=serve.max_batch)
     try:
-        engine = load_engine(specs, base)
+        engine = load_engine(specs, base, precision=serve.precision)
         _serve(engine, sock, serve.api_key, limits)
     finally:
         sock.close()
