@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +50,45 @@ def test_a_tracker_holds_the_logged_losses_in_the_run_folder(tracker, tmp_path, 
     assert f"report_to: {tracker}" in (out / "tuneforge.yaml").read_text()
 
 
+# Trackio's own reader, in a fresh process: Trackio reads TRACKIO_DIR once, when it is imported
+READ_TRACKIO = """
+from trackio.sqlite_storage import SQLiteStorage
+import json
+(project,) = SQLiteStorage.get_projects()
+(run,) = SQLiteStorage.get_runs(project)
+logs = SQLiteStorage.get_logs(project, run)  # transformers logs its own counter as step, the Trainer's as below
+print(json.dumps({e["train/global_step"]: e["train/loss"] for e in logs if "train/loss" in e}))
+"""
+
+
+def test_trackio_holds_the_logged_losses_in_the_run_folder(tmp_path, tiny_model_dir, tiny_dataset):
+    """Through the CLI, as users run it: TRL imports Trackio early, so the folder must be set before it loads."""
+    from tests.test_ddp import _as_yaml
+    from tuneforge.runs.folder import check_folder
+
+    pytest.importorskip("trackio", reason="pip install trackio (the test extras install it)")
+    out = tmp_path / "results"
+    values = tiny_train_values(tiny_model_dir, tiny_dataset, out, **{"train.max_steps": 4, "train.eval_examples": 0})
+    config = _as_yaml(values, tmp_path / "run.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "TRACKIO_DIR"} | {"CUDA_VISIBLE_DEVICES": ""}
+    tuneforge = Path(sys.executable).with_name("tuneforge")
+    done = subprocess.run([str(tuneforge), "train", "--config", str(config), "--report-to", "trackio"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = (out / "tracking" / "trackio").resolve()
+    assert any(folder.glob("*.db")), sorted(p.name for p in tmp_path.rglob("*"))
+    read = subprocess.run([sys.executable, "-c", READ_TRACKIO], env=env | {"TRACKIO_DIR": str(folder)},
+                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    logged = {int(step): loss for step, loss in json.loads(read.stdout.strip().splitlines()[-1]).items()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = {h["step"]: h["loss"] for h in metrics["loss_history"]}
+    assert logged.keys() == expected.keys() and len(logged) >= 2
+    assert all(abs(logged[s] - expected[s]) < 1e-4 for s in logged)
+    check_folder(out)
+    (log,) = out.glob("training_log_*.log")  # the log says where to look, and how to open it
+    assert f"tracking: Trackio in {out / 'tracking'}/trackio" in log.read_text()
+
+
 @pytest.mark.parametrize("tracker", ["trackio", "mlflow", "wandb"])
 def test_a_tracker_that_is_not_installed_is_bad_input(tracker, monkeypatch):
     from tuneforge.recipe import tracking
@@ -53,7 +96,7 @@ def test_a_tracker_that_is_not_installed_is_bad_input(tracker, monkeypatch):
     if importlib.util.find_spec(tracker) is not None:
         pytest.skip(f"{tracker} is installed here")
     with pytest.raises(UserError, match=f"pip install {tracker}"):
-        tracking.check_tracker(tracker)
+        tracking.check_tracker(tracker, Path("results"))
 
 
 def test_report_to_is_a_flag_with_its_choices():

@@ -20,8 +20,13 @@ NEEDS = {"tensorboard": ("tensorboard", "tensorboard"), "trackio": ("trackio", "
 _SET_HERE: dict[str, str] = {}  # the values this module put into the environment
 
 
-def check_tracker(report_to: str) -> None:
-    """Before the model loads: a tracker that is not installed is bad input, not a crash at step 1."""
+def check_tracker(report_to: str, out: Path) -> None:
+    """Before the model loads: a tracker that is not installed is bad input, not a crash at step 1.
+
+    It also points the tracker at `<out>/tracking` now, not when the Trainer is built: Trackio reads
+    TRACKIO_DIR once, when it is imported, and TRL imports it with its trainers (trl/extras/profiling.py).
+    Set later, Trackio's database went to ~/.cache/huggingface/trackio (seen in tests/test_tracking.py).
+    """
     if report_to == "none":
         return
     module, package = NEEDS[report_to]
@@ -31,6 +36,7 @@ def check_tracker(report_to: str) -> None:
             f"Install it with `pip install {package}`, or choose another tracker with --report-to (none turns it off).",
             field="train.report_to",
         )
+    report_targets(report_to, out)
 
 
 def report_targets(report_to: str, out: Path) -> list[str]:

@@ -97,7 +97,7 @@ def prepare(resolved: ResolvedConfig, flags: ResumeFlags, method: Method) -> Set
     precision = pick_precision(cfg.train.precision, device)
     check_finetune(cfg, resolved.hardware, precision)  # --finetune full: not 4-bit, not too big for the memory
     check_four_bit(wants_four_bit(cfg), device)
-    check_tracker(cfg.train.report_to)
+    check_tracker(cfg.train.report_to, Path(cfg.train.output_dir))  # before TRL loads: it imports Trackio
     prepare_environment(device)
     setup_rank(device)
     source = resolve_model(cfg.model.name)
