@@ -112,3 +112,19 @@ def test_learning_benchmark_scores_a_finished_run(tiny_results, tmp_path):
         assert row["gain"] == pytest.approx(row["tuned_rouge_l"] - row["base_rouge_l"])
         assert row["length_ratio"] == pytest.approx(row["tuned_median_tokens"] / figures["reference_median_tokens"])
     assert "× reference" in result.stdout
+
+
+def test_decode_precision_times_each_weight_format_against_fp32(tiny_results, tmp_path):
+    """fp32 reproduces itself token for token (greedy), so the other formats' agreement means something."""
+    out = tmp_path / "decode.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/decode_precision.py", "--adapter", str(tiny_results), "--tokens", "6",
+         "--reps", "1", "--prompts", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert list(rows) == ["fp32", "bf16", "int8-dynamic"]
+    assert rows["fp32"]["same_as_fp32"] == [6, 6]
+    assert all(r["tokens_per_s"] > 0 and len(r["same_as_fp32"]) == 2 for r in rows.values())
+    assert "tokens/s" in result.stdout

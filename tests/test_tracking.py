@@ -25,6 +25,12 @@ def logged_losses(tracker: str, folder: Path) -> dict[int, float]:
         reader = EventAccumulator(str(events[0].parent))
         reader.Reload()
         return {e.step: e.value for e in reader.Scalars("train/loss")}
+    if tracker == "wandb":
+        import wandb
+
+        wandb.finish()  # the CLI's exit closes the run; in a test process it stays open, its file unflushed
+        (log,) = (folder / "wandb").glob("offline-run-*/run-*.wandb")
+        return wandb_history(log)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=(folder / "mlruns").as_uri())  # the file store, no server
@@ -32,7 +38,7 @@ def logged_losses(tracker: str, folder: Path) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
 
 
-@pytest.mark.parametrize("tracker", ["tensorboard", "mlflow"])
+@pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])
 def test_a_tracker_holds_the_logged_losses_in_the_run_folder(tracker, tmp_path, tiny_model_dir, tiny_dataset):
     from tuneforge.commands.train import run_train
     from tuneforge.runs.folder import check_folder
@@ -48,6 +54,40 @@ def test_a_tracker_holds_the_logged_losses_in_the_run_folder(tracker, tmp_path, 
     assert all(abs(logged[s] - expected[s]) < 1e-4 for s in logged)
     check_folder(out)  # the tracking folder does not make the results look damaged
     assert f"report_to: {tracker}" in (out / "tuneforge.yaml").read_text()
+
+
+def wandb_history(path: Path) -> dict[int, float]:
+    """The losses in an offline W&B run file (`run-<id>.wandb`), as `wandb sync` would upload them.
+
+    Written by hand because wandb 0.31 ships no Python reader any more (its Go core reads the file):
+    a 7-byte header (":W&B", magic, version), then LevelDB-log blocks of 32 KiB whose records
+    (crc32c, length, type: 1 full, 2 first, 3 middle, 4 last) hold wandb's own protobuf `Record`s.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", data[:7]
+    pos, pending, losses = 7, b"", {}
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a record header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending, pos = pending + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                row = {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
+                }
+                if "train/loss" in row:  # transformers logs the Trainer's step as train/global_step
+                    losses[row["train/global_step"]] = row["train/loss"]
+    return losses
 
 
 # Trackio's own reader, in a fresh process: Trackio reads TRACKIO_DIR once, when it is imported

@@ -1,0 +1,104 @@
+"""Single-stream decoding speed of the served model at each weight precision, and what it does to answers.
+
+Issue 20 asks for 40 tokens/s from one client; a decode step on the CPU is bound by reading the
+weights (docs/PERFORMANCE.md), so the lever is fewer bytes per weight. This loads a results folder
+the way `tuneforge serve` does (load_engine: a lone adapter merged into the base), then times greedy
+decoding of the same prompts with the weights in fp32, in bf16 (`serve --precision bf16`) and in
+int8 through PyTorch's dynamic quantization of the linear layers, which is not a serve option: it is
+here to show what 8-bit weights would buy and cost. For each it prints tokens/s (best of --reps) and
+how many of fp32's greedy tokens it reproduces before the first difference.
+
+    python benchmarks/decode_precision.py --adapter results --tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+PROMPTS = ["Fever", "Short stature", "Seizure", "Hearing impairment"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", type=Path, required=True, help="a results folder from `tuneforge train`")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer (all of them: no early stop)")
+    parser.add_argument("--reps", type=int, default=3, help="timed repeats per prompt; the best counts")
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the built-in prompts")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser.parse_args()
+
+
+def served_model(adapter: Path) -> tuple[Any, Any]:
+    """The model and tokenizer exactly as `tuneforge serve --adapter <folder>` holds them."""
+    from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
+
+    specs = parse_adapter_specs([str(adapter)])
+    engine = load_engine(specs, base_model_name(specs, None), log=lambda _line: None)
+    model = engine.model.get_base_model() if hasattr(engine.model, "get_base_model") else engine.model
+    return model, engine.tokenizer
+
+
+def variants(model: Any) -> dict[str, Any]:
+    import torch
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    # torch.ao's dynamic quantization (deprecated in favour of torchao, which is not installed here):
+    # int8 weights per tensor, activations quantized on the fly, fbgemm's AVX2 kernels
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    return {"fp32": model, "bf16": bf16, "int8-dynamic": int8}
+
+
+def decode(model: Any, inputs: dict, tokens: int, reps: int) -> tuple[float, list[int]]:
+    """Best-of-reps seconds for `tokens` greedy tokens, and the tokens."""
+    import torch
+
+    best, out = float("inf"), None
+    with torch.inference_mode():
+        model.generate(**inputs, max_new_tokens=4, do_sample=False)  # warm-up: first-call allocations
+        for _ in range(reps):
+            start = time.perf_counter()
+            out = model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+            best = min(best, time.perf_counter() - start)
+    assert out is not None
+    return best, out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def agreement(tokens: list[int], reference: list[int]) -> int:
+    """Greedy tokens equal to fp32's before the first difference."""
+    same = 0
+    for mine, theirs in zip(tokens, reference, strict=False):
+        if mine != theirs:
+            break
+        same += 1
+    return same
+
+
+def main() -> None:
+    args = parse_args()
+    model, tokenizer = served_model(args.adapter)
+    rows: dict[str, dict[str, Any]] = {}
+    reference: dict[str, list[int]] = {}
+    for name, candidate in variants(model).items():
+        seconds, same = 0.0, []
+        for term in PROMPTS[: args.prompts]:
+            messages = [{"role": "user", "content": f"Please tell me about {term}."}]
+            inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                   return_dict=True)  # fmt: skip
+            spent, tokens = decode(candidate, inputs, args.tokens, args.reps)
+            seconds += spent
+            reference.setdefault(term, tokens)
+            same.append(agreement(tokens, reference[term]))
+        rows[name] = {"tokens_per_s": args.tokens * args.prompts / seconds, "same_as_fp32": same}
+        print(f"{name:13s} {rows[name]['tokens_per_s']:6.1f} tokens/s   greedy tokens equal to fp32's "
+              f"before the first difference: {same} of {args.tokens}", flush=True)  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
