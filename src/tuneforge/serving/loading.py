@@ -130,11 +130,11 @@ def load_engine(
 def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> None:
     """serve --precision bf16: the weights in bfloat16, cast after the adapter is merged in fp32.
 
-    bf16 halves the weights' memory (server RSS 684 vs 864 MB for the 135M model). Measured on
-    an AVX2 CPU (no AVX-512 BF16, no AMX) it did not decode faster (14.8 vs 15.1 tokens/s, one
-    client) and prefilled 3x slower, since every bf16 matmul converts there. It is opt-in also
-    because answers change: on 4 prompts, 64 greedy tokens each, one left fp32's at token 11.
-    Merging first keeps the adapter's small deltas from being rounded twice.
+    bf16 cuts the server's memory (RSS 694 vs 984 MB for the 135M model). On an AVX2 CPU (no
+    AVX-512 BF16, no AMX) it served no faster (14.2 vs 14.1 tokens/s, one client), though
+    `generate` alone decoded 1.39x faster (benchmarks/decode_precision.py; docs/PERFORMANCE.md).
+    It is opt-in because answers change: of 4 prompts, 64 greedy tokens each, two left fp32's
+    answer (at tokens 3 and 7). Merging first keeps the adapter's small deltas from being rounded twice.
     """
     import torch
 
