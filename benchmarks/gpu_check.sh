@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One short run on a CUDA machine for two checks, every log and figure written under $OUT:
 #   #9  train_throughput.py on a 0.42B llama built from its config (random weights, SmolLM2
-#       tokenizer), bf16 + sdpa: plain TRL vs tuneforge vs each with the Liger kernels;
-#       real tokens/s, × TRL, peak GPU memory, MFU.
+#       tokenizer), bf16 + sdpa: TRL doing the same work (trl-same, the ratio's reference), tuneforge,
+#       TRL's defaults, each with the Liger kernels; real tokens/s, ×, peak GPU memory, MFU.
 #   #10 `tuneforge train --nproc 1` on a 1.07B llama built the same way, loaded in 4-bit (NF4,
 #       QLoRA): the precision the hardware profile picks, 4-bit loading, a few steps, GPU memory.
 #
 #   GPU_CHECK_PREPARE=1 bash benchmarks/gpu_check.sh   # here, once: fetch .whl/ and .gpu/ (git-ignored)
 #   GPU_CHECK_TINY=1 GPU_CHECK_INSTALL=0 PYTHON=.venv/bin/python OUT=/tmp/out bash benchmarks/gpu_check.sh
 #                                                      # rehearsal on a CPU: tiny model, 4-bit off
+#   GPU_CHECK_PIPELINES=trl-same,tuneforge GPU_CHECK_QLORA=0 bash benchmarks/gpu_check.sh
+#                                                      # the same-work ratio alone (about 100 s)
 #   bash benchmarks/gpu_check.sh                       # on the GPU machine (its python3), with
 #                                                      # .whl and .gpu carried along
 #
@@ -89,7 +91,9 @@ if [ "$TINY" = 1 ]; then
 else
     MODEL_05=llama-0.5b MODEL_1B=llama-1.1b DEVICE=cuda BATCH=32 MAXLEN=512 WARMUP=3 STEPS=20 FOUR_BIT=true
 fi
-PIPES=${GPU_CHECK_PIPELINES:-trl,tuneforge,tf-liger,trl-liger}
+# trl-same (TRL doing the same work: LoRA r32/16/0 on all linear layers, bf16, dynamic padding) is the
+# ratio's reference; trl is TRL's own defaults (dropout 0.05, padded batches), kept to compare with earlier runs
+PIPES=${GPU_CHECK_PIPELINES:-trl-same,tuneforge,trl,tf-liger,trl-liger}
 
 # --- 0. packages and environment -------------------------------------------------------------
 if [ "${GPU_CHECK_INSTALL:-1}" = 1 ] && [ -d .whl ]; then
@@ -137,10 +141,15 @@ except OSError:
     sys.exit("bench.json: none (the benchmark did not finish one pipeline)")
 print("bench settings:", json.dumps(data["settings"]))
 rows = data["results"]
-trl = rows.get("trl", {}).get("real_tokens_per_s")
-print(f"{'pipeline':<11}{'real tok/s':>11}{'x TRL':>7}{'s/step':>8}{'peak GPU MiB':>13}{'TFLOP/s':>9}{'MFU %':>7}"
+ref = "trl-same" if "real_tokens_per_s" in rows.get("trl-same", {}) else "trl"
+trl = rows.get(ref, {}).get("real_tokens_per_s")
+print(f"ratios against {ref}")
+print(f"{'pipeline':<11}{'real tok/s':>11}{'x ref':>7}{'s/step':>8}{'peak GPU MiB':>13}{'TFLOP/s':>9}{'MFU %':>7}"
       f"{'loss':>8}  attn/weights/liger")
 for name, r in rows.items():
+    if name == "loss_check":  # tuneforge's loss against TRL's after the same examples, not a pipeline
+        print(f"loss check: {json.dumps(r)}")
+        continue
     if "error" in r:
         print(f"{name:<11}FAILED: {r['error'].strip().splitlines()[-1][:300] if r['error'].strip() else '?'}")
         continue
@@ -154,6 +163,7 @@ for name, r in rows.items():
 EOF
 
 # --- 2. #10 `tuneforge train --nproc 1`: the precision the profile picks, 4-bit loading ------
+[ "${GPU_CHECK_QLORA:-1}" = 1 ] || { note "total $(($(date +%s) - STARTED)) s (GPU_CHECK_QLORA=0: the 4-bit check skipped)"; exit 0; }
 MODEL_DIR=/tmp/gpu-check-$MODEL_1B
 QLORA_YAML=/tmp/gpu-check-qlora.yaml
 RESULTS=/tmp/gpu-check-results
