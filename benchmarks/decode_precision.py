@@ -3,12 +3,16 @@
 Issue 20 asks for 40 tokens/s from one client; a decode step on the CPU is bound by reading the
 weights (docs/PERFORMANCE.md), so the lever is fewer bytes per weight. This loads a results folder
 the way `tuneforge serve` does (load_engine: a lone adapter merged into the base), then times greedy
-decoding of the same prompts with the weights in fp32, in bf16 (`serve --precision bf16`) and in
-int8 through PyTorch's dynamic quantization of the linear layers, which is not a serve option: it is
-here to show what 8-bit weights would buy and cost. For each it prints tokens/s (best of --reps) and
-how many of fp32's greedy tokens it reproduces before the first difference.
+decoding of the same prompts with the weights in fp32, in bf16 (`serve --precision bf16`), with
+fp16 copies read by single-row steps (`serve --precision fp16`, serving/half_decode.py) and in int8
+through PyTorch's dynamic quantization of the linear layers, which is not a serve option: it is
+here to show what 8-bit weights would buy and cost. For each it prints tokens/s (best of --reps,
+the prompt's prefill included) and how many of fp32's greedy tokens it reproduces before the first
+difference.
 
     python benchmarks/decode_precision.py --adapter results --tokens 64
+    python benchmarks/decode_precision.py --adapter results --tokens 64 --held-out 24 --reps 1 --only fp32,fp16
+                                   # agreement on 24 held-out questions from the run's eval_set.jsonl
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer (all of them: no early stop)")
     parser.add_argument("--reps", type=int, default=3, help="timed repeats per prompt; the best counts")
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the built-in prompts")
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        default=0,
+        help="use this many questions from the results folder's eval_set.jsonl instead",
+    )
+    parser.add_argument("--only", default="fp32,bf16,fp16,int8-dynamic", help="comma-separated variants; fp32 first")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args()
 
@@ -44,13 +55,26 @@ def served_model(adapter: Path) -> tuple[Any, Any]:
 
 
 def variants(model: Any) -> dict[str, Any]:
+    """Each variant is built only when its turn comes, so one copy at a time sits beside fp32."""
     import torch
 
-    bf16 = copy.deepcopy(model).to(torch.bfloat16)
-    # torch.ao's dynamic quantization (deprecated in favour of torchao, which is not installed here):
-    # int8 weights per tensor, activations quantized on the fly, fbgemm's AVX2 kernels
-    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-    return {"fp32": model, "bf16": bf16, "int8-dynamic": int8}
+    from tuneforge.serving.half_decode import HalfDecode
+
+    def fp16() -> Any:
+        half = copy.deepcopy(model)
+        HalfDecode(half)
+        return half
+
+    return {
+        "fp32": lambda: model,
+        "bf16": lambda: copy.deepcopy(model).to(torch.bfloat16),
+        "fp16": fp16,
+        # torch.ao's dynamic quantization (deprecated in favour of torchao, which is not installed here):
+        # int8 weights per tensor, activations quantized on the fly, fbgemm's AVX2 kernels
+        "int8-dynamic": lambda: torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+        ),
+    }
 
 
 def decode(model: Any, inputs: dict, tokens: int, reps: int) -> tuple[float, list[int]]:
@@ -68,6 +92,12 @@ def decode(model: Any, inputs: dict, tokens: int, reps: int) -> tuple[float, lis
     return best, out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
+def held_out(results: Path, count: int) -> list[str]:
+    """The first `count` questions of the run's held-out set, never trained on."""
+    lines = (results / "eval_set.jsonl").read_text(encoding="utf-8").splitlines()[:count]
+    return [json.loads(line)["messages"][0]["content"] for line in lines]
+
+
 def agreement(tokens: list[int], reference: list[int]) -> int:
     """Greedy tokens equal to fp32's before the first difference."""
     same = 0
@@ -83,19 +113,26 @@ def main() -> None:
     model, tokenizer = served_model(args.adapter)
     rows: dict[str, dict[str, Any]] = {}
     reference: dict[str, list[int]] = {}
-    for name, candidate in variants(model).items():
+    questions = held_out(args.adapter, args.held_out) if args.held_out else [
+        f"Please tell me about {term}." for term in PROMPTS[: args.prompts]]  # fmt: skip
+    builders = variants(model)
+    for name in args.only.split(","):
+        candidate = builders[name]()
         seconds, same = 0.0, []
-        for term in PROMPTS[: args.prompts]:
-            messages = [{"role": "user", "content": f"Please tell me about {term}."}]
+        for question in questions:
+            messages = [{"role": "user", "content": question}]
             inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                    return_dict=True)  # fmt: skip
             spent, tokens = decode(candidate, inputs, args.tokens, args.reps)
             seconds += spent
-            reference.setdefault(term, tokens)
-            same.append(agreement(tokens, reference[term]))
-        rows[name] = {"tokens_per_s": args.tokens * args.prompts / seconds, "same_as_fp32": same}
-        print(f"{name:13s} {rows[name]['tokens_per_s']:6.1f} tokens/s   greedy tokens equal to fp32's "
-              f"before the first difference: {same} of {args.tokens}", flush=True)  # fmt: skip
+            reference.setdefault(question, tokens)
+            same.append(agreement(tokens, reference[question]))
+        whole = sum(n == args.tokens for n in same)
+        rows[name] = {"tokens_per_s": args.tokens * len(questions) / seconds, "same_as_fp32": same,
+                      "answers_equal_to_fp32": whole, "questions": len(questions)}  # fmt: skip
+        print(f"{name:13s} {rows[name]['tokens_per_s']:6.1f} tokens/s   answers equal to fp32's: {whole} of "
+              f"{len(questions)}; tokens equal before the first difference: {same}", flush=True)  # fmt: skip
+        del candidate
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 

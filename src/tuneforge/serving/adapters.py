@@ -28,6 +28,7 @@ class AdapterRouter:
         self.full = bool(adapters) and hasattr(model, "use_base")  # WithBase: a full fine-tune beside its base
         self.merge = merge and len(adapters) == 1 and not self.full
         self.merged = False
+        self.after_merge: Any = None  # called once a merge or unmerge changed the weights (half_decode.py)
         if self.merge:
             self._set_merged(True)
 
@@ -55,3 +56,5 @@ class AdapterRouter:
         if merged != self.merged:
             self.model.merge_adapter() if merged else self.model.unmerge_adapter()
             self.merged = merged
+            if self.after_merge is not None:
+                self.after_merge()

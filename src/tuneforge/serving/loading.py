@@ -104,7 +104,8 @@ def load_engine(
     """One base model on the inference device, the adapters attached to it, and the run's tokenizer.
 
     `merge`: a lone adapter is merged into the base weights (adapters.py says why).
-    `precision`: "bf16" casts the weights after the merge (`to_precision` says why).
+    `precision`: "bf16" casts the weights after the merge, "fp16" adds fp16 copies for decoding one
+    request (`to_precision` says why).
     """
     from tuneforge.machine.devices import inference_device
     from tuneforge.models.loading import load_for_inference, model_path, resolve_model
@@ -141,6 +142,13 @@ def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> 
     if precision == "bf16" and engine.model.dtype != torch.bfloat16:
         engine.model.to(torch.bfloat16)
         log("weights: bf16 (serve --precision bf16)")
+    elif precision == "fp16":
+        from tuneforge.serving.half_decode import HalfDecode
+
+        copies = HalfDecode(engine.model)
+        engine.router.after_merge = copies.refresh
+        log(f"weights: fp32, and an fp16 copy ({copies.nbytes / 1e6:.0f} MB) for one request's decode steps "
+            "(serve --precision fp16)")  # fmt: skip
 
 
 def _attach_adapters(base: Any, specs: list[AdapterSpec], log: Callable[[str], None]) -> Any:
