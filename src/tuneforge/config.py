@@ -222,9 +222,9 @@ class ServeSection(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="Number format of the served weights: auto is fp32 on the CPU (answers as trained). fp16 keeps "
-        "fp32 and adds an fp16 copy that one request's decode steps read: faster on a CPU, +50% weight memory. "
-        "bf16 halves the weights' memory; a CPU without AVX-512 BF16 or AMX decodes no faster, and some greedy "
-        "answers change.",
+        "fp32 and adds an fp16 copy that one request's decode steps read: faster for one client on a CPU, +50% "
+        "weight memory, a few greedy answers change. bf16 halves the weights' memory; on a CPU without AVX-512 "
+        "BF16 or AMX prompts run slower, and more greedy answers change.",
     )
 
 

@@ -129,13 +129,15 @@ def load_engine(
 
 
 def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> None:
-    """serve --precision bf16: the weights in bfloat16, cast after the adapter is merged in fp32.
+    """serve --precision bf16 or fp16: fewer bytes read per decoded token, fp32 stays the default.
 
-    bf16 cuts the server's memory (RSS 694 vs 984 MB for the 135M model). On an AVX2 CPU (no
-    AVX-512 BF16, no AMX) it served no faster (14.2 vs 14.1 tokens/s, one client), though
-    `generate` alone decoded 1.39x faster (benchmarks/decode_precision.py; docs/PERFORMANCE.md).
-    It is opt-in because answers change: of 4 prompts, 64 greedy tokens each, two left fp32's
-    answer (at tokens 3 and 7). Merging first keeps the adapter's small deltas from being rounded twice.
+    bf16 casts every weight, after the adapter is merged in fp32 so its small deltas are not
+    rounded twice. It cuts the server's memory (RSS 697 vs 987 MB for the 135M model), but on an
+    AVX2 CPU (no AVX-512 BF16, no AMX) a prompt's prefill takes about 2.7x as long as in fp32, and
+    13 of 24 held-out greedy answers changed. fp16 keeps the fp32 weights for prompts and batches
+    and adds fp16 copies that a one-row decode step reads (half_decode.py says why): one client
+    got 1.40x the tokens/s and 22 of 24 answers stayed fp32's. Both are opt-in because answers can
+    change; the figures and commands are in docs/PERFORMANCE.md.
     """
     import torch
 
