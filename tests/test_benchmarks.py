@@ -124,7 +124,16 @@ def test_decode_precision_times_each_weight_format_against_fp32(tiny_results, tm
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert list(rows) == ["fp32", "bf16", "int8-dynamic"]
-    assert rows["fp32"]["same_as_fp32"] == [6, 6]
+    assert list(rows) == ["fp32", "bf16", "fp16", "int8-dynamic"]
+    assert rows["fp32"]["same_as_fp32"] == [6, 6] and rows["fp32"]["answers_equal_to_fp32"] == 2
     assert all(r["tokens_per_s"] > 0 and len(r["same_as_fp32"]) == 2 for r in rows.values())
     assert "tokens/s" in result.stdout
+    # --held-out: the run's own held-out questions instead of the built-in prompts
+    result = subprocess.run(
+        [sys.executable, "benchmarks/decode_precision.py", "--adapter", str(tiny_results), "--tokens", "4",
+         "--reps", "1", "--held-out", "3", "--only", "fp32,fp16", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert list(rows) == ["fp32", "fp16"] and rows["fp16"]["questions"] == 3
