@@ -30,31 +30,36 @@ class HalfDecode:
     def __init__(self, model: Any) -> None:
         import torch
 
-        self.pairs: list[tuple[Any, Any]] = []
+        self.pairs: list[tuple[Any, Any]] = []  # (linear layer, its fp16 weight)
+        self.biases: list[tuple[Any, Any]] = []  # (linear layer, its fp16 bias), for layers that have one
         for name, module in model.named_modules():
             # LoRA's own A and B matrices are a few MB: not worth a copy, and peft calls them directly
             if type(module) is torch.nn.Linear and "lora_" not in name and module.weight.dtype == torch.float32:
                 half = module.weight.detach().to(torch.float16)
+                bias = None if module.bias is None else module.bias.detach().to(torch.float16)
                 self.pairs.append((module, half))
-                module.forward = _forward(module, half)  # type: ignore[method-assign]  # this instance only
+                if bias is not None:
+                    self.biases.append((module, bias))
+                module.forward = _forward(module, half, bias)  # type: ignore[method-assign]  # this instance only
 
     def refresh(self) -> None:
+        """Copy the fp32 weights again (and biases: peft's lora_bias merges into them)."""
         import torch
 
         with torch.no_grad():
             for module, half in self.pairs:
                 half.copy_(module.weight)
+            for module, bias in self.biases:
+                bias.copy_(module.bias)
 
     @property
     def nbytes(self) -> int:
         return sum(half.numel() * half.element_size() for _, half in self.pairs)
 
 
-def _forward(module: Any, half: Any):
+def _forward(module: Any, half: Any, bias: Any):
     import torch
     from torch.nn.functional import linear
-
-    bias = None if module.bias is None else module.bias.detach().to(torch.float16)
 
     def forward(x: Any) -> Any:
         if x.numel() == x.shape[-1]:  # one row: bound by reading the weights
