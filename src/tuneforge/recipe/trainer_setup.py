@@ -127,6 +127,7 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
     """
     from transformers.trainer_callback import PrinterCallback
 
+    from tuneforge.recipe.answer_head import score_answers_only
     from tuneforge.recipe.checkpointing import CheckpointingSFTTrainer
 
     train_dataset, eval_dataset = as_datasets(train_data, eval_data)
@@ -141,6 +142,7 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
         run_config=run_config or {},
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; our progress callback logs instead
+    score_answers_only(trainer.model)  # after SFTTrainer: it adds the fused head this one steps in front of
     return trainer
 
 

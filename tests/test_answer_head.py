@@ -1,0 +1,104 @@
+"""Guards the answer-only LM head: TRL's loss, metrics and gradients, from the answer positions alone."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from trl.trainer.utils import add_fused_lm_head
+
+from tuneforge.data.encode import encode_all
+from tuneforge.data.hpo import hpo_obo_path, read_terms, term_to_messages
+from tuneforge.recipe import answer_head
+
+
+def lora_model(folder, head: str):
+    """The tiny model with LoRA, the way SFTTrainer sets it up: TRL's fused head, then ours when asked."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    for param in model.parameters():  # larger weights than the fixture's, so the logits are far from uniform
+        param.data.normal_(0, 0.3)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # what SFTTrainer.__init__ does
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    if head == "answers":
+        assert answer_head.score_answers_only(model)
+    return model
+
+
+def packed_batch(folder, padding_free: bool = True) -> dict:
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rows, _ = encode_all(tokenizer, [term_to_messages(t) for t in read_terms(hpo_obo_path())[20:26]], 96)
+    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=padding_free)
+    out = collator([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    return {k: v for k, v in out.items() if k in ("input_ids", "labels", "attention_mask", "position_ids")}
+
+
+def fused_pass(model, batch: dict, **extra):
+    out = model(**copy.deepcopy(batch), use_cache=False, fused_lm_head=True, **extra)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, grads
+
+
+@pytest.mark.parametrize("padding_free", [True, False])
+def test_same_loss_metrics_and_gradients_as_trls_head(tiny_model_dir, padding_free):
+    batch = packed_batch(tiny_model_dir, padding_free)
+    answers = int((batch["labels"][:, 1:] != -100).sum())
+    assert 0 < answers < batch["labels"].numel() - 40, "the prompts are not scored"
+    with torch.no_grad():  # every other label becomes the model's own top token, so top-1 has hits to compare
+        guess = lora_model(tiny_model_dir, "trl")(**batch, use_cache=False).logits.argmax(-1)
+    where = (batch["labels"][:, 1:] != -100).nonzero()[::2]
+    batch["labels"][where[:, 0], where[:, 1] + 1] = guess[where[:, 0], where[:, 1]]
+    trl_out, trl_grads = fused_pass(lora_model(tiny_model_dir, "trl"), batch)
+    ours, our_grads = fused_pass(lora_model(tiny_model_dir, "answers"), batch)
+    torch.testing.assert_close(ours.loss, trl_out.loss, rtol=1e-5, atol=1e-5)
+    for field in ("log_probs", "entropy"):
+        torch.testing.assert_close(getattr(ours, field), getattr(trl_out, field), rtol=1e-4, atol=1e-4)
+    assert torch.equal(ours.label_mask, trl_out.label_mask)
+    assert torch.equal(ours.is_top1, trl_out.is_top1) and int(ours.is_top1.sum()) >= len(where)
+    assert set(our_grads) == set(trl_grads) and any(".lora_A." in n for n in our_grads)
+    for name, grad in trl_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # num_items_in_batch (gradient accumulation) divides the summed loss, as in TRL
+        count = torch.tensor(answers * 3)
+        trl_share = lora_model(tiny_model_dir, "trl")(**batch, fused_lm_head=True, num_items_in_batch=count).loss
+        our_share = lora_model(tiny_model_dir, "answers")(**batch, fused_lm_head=True, num_items_in_batch=count).loss
+    torch.testing.assert_close(our_share, trl_share, rtol=1e-5, atol=1e-5)
+
+
+def test_only_the_answer_positions_reach_the_head(tiny_model_dir, monkeypatch):
+    batch = packed_batch(tiny_model_dir)
+    model = lora_model(tiny_model_dir, "answers")
+    head = model.get_base_model().lm_head
+    rows = []
+    head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    with torch.no_grad():
+        model(**batch, use_cache=False, fused_lm_head=True)
+    assert rows == [int((batch["labels"][:, 1:] != -100).sum())]
+    rows.clear()  # over the cap: TRL's chunked head, which projects every position of the row
+    monkeypatch.setattr(answer_head, "MAX_LOGITS", 1)
+    with torch.no_grad():
+        out = model(**batch, use_cache=False, fused_lm_head=True)
+    assert rows == [] and out.log_probs.shape == batch["labels"][:, 1:].shape
+    with torch.no_grad():  # without fused_lm_head: the model's own forward and full logits, as generate() needs
+        logits = model(input_ids=batch["input_ids"][:, :8]).logits
+    assert logits.shape[:2] == (1, 8)
+
+
+def test_the_sft_trainer_uses_it(tiny_model_dir, tmp_path, monkeypatch):
+    """Wired in build_trainer: the held-out loss goes through the answer-only head."""
+    from tuneforge.config import TuneforgeConfig
+    from tuneforge.recipe.trainer_setup import build_trainer, training_arguments
+
+    calls = []
+    real = answer_head._answer_logprobs
+    monkeypatch.setattr(answer_head, "_answer_logprobs", lambda *a: calls.append(1) or real(*a))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows, _ = encode_all(tokenizer, [term_to_messages(t) for t in read_terms(hpo_obo_path())[:8]], 96)
+    args = training_arguments(TuneforgeConfig(), "cpu", "fp32", tmp_path / "checkpoints")
+    trainer = build_trainer(lora_model(tiny_model_dir, "trl"), tokenizer, args, rows, rows, [])
+    assert trainer.evaluate()["eval_loss"] > 0 and calls
