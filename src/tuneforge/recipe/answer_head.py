@@ -30,6 +30,7 @@ import types
 from typing import Any
 
 MAX_LOGITS = 1 << 26  # answer positions × vocabulary kept whole (256 MB in fp32); beyond, TRL's chunked head
+ROWS = 16  # answer positions scored at a time: small temporaries the allocator reuses (whole-width ones faulted in fresh pages each step: 290 vs 313 tok/s)
 TRITON_DEVICES = ("cuda", "xpu")  # where TRL's fused head already scores only the labelled positions
 
 
@@ -56,6 +57,13 @@ def score_answers_only(model: Any) -> bool:
     return True
 
 
+def _entropy(logits: Any) -> Any:
+    import torch
+
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
 def _fits(model: Any, labels: Any, kwargs: dict[str, Any]) -> bool:
     if labels.device.type in TRITON_DEVICES or kwargs.get("output_router_logits"):
         return False
@@ -77,12 +85,12 @@ def _answer_logprobs(trl_forward: Any, args: tuple[Any, ...], kwargs: dict[str, 
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = mask  # position i predicts token i + 1
     kwargs["use_cache"] = False
-    logits = trl_forward(*args, logits_to_keep=keep, **kwargs).logits.float()  # [answer tokens, vocabulary]
+    logits = trl_forward(*args, logits_to_keep=keep, **kwargs).logits  # [answer tokens, vocabulary]
     gold = targets[mask]
-    token_logprobs = -F.cross_entropy(logits, gold, reduction="none")
+    pieces = list(zip(logits.split(ROWS), gold.split(ROWS), strict=True))
+    token_logprobs = torch.cat([-F.cross_entropy(z.float(), g, reduction="none") for z, g in pieces])
     with torch.no_grad():  # SFTTrainer logs these two; neither is trained on
-        log_p = torch.log_softmax(logits.detach(), dim=-1)
-        entropy = -(log_p.exp() * log_p).sum(-1)
+        entropy = torch.cat([_entropy(z.detach().float()) for z, _ in pieces])
         is_top1 = logits.detach().argmax(-1) == gold  # argmax takes the first maximum, as TRL's top-1 does
 
     def spread(values: Any) -> Any:  # one value per label, zero elsewhere: TRL's [batch, length - 1] layout
