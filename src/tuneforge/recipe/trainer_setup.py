@@ -129,6 +129,7 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
 
     from tuneforge.recipe.answer_head import score_answers_only
     from tuneforge.recipe.checkpointing import CheckpointingSFTTrainer
+    from tuneforge.recipe.frozen_bf16 import keep_bf16_copies
 
     train_dataset, eval_dataset = as_datasets(train_data, eval_data)
     trainer = CheckpointingSFTTrainer(
@@ -143,6 +144,8 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; our progress callback logs instead
     score_answers_only(trainer.model)  # after SFTTrainer: it adds the fused head this one steps in front of
+    if args.bf16 and args.device.type == "cpu":
+        keep_bf16_copies(trainer.model)
     return trainer
 
 
