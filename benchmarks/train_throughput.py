@@ -47,7 +47,7 @@ PIPELINES: dict[str, tuple[str, dict]] = {
     # TRL doing tuneforge's work (LoRA r32/16/0 all-linear, bf16 autocast, dynamic padding): the speed headline
     "trl-same": ("trl-same", {}),
     "cli": ("cli", {}),  # the real `tuneforge train` command, timed from its metrics.json
-    "cli-pad64": ("cli", {"train.pad_to_multiple_of": 64}),
+    "cli-pad1": ("cli", {"train.pad_to_multiple_of": 1}),  # packed rows of any length (the default pads to 64)
     "tuneforge": ("tuneforge", {}),
     "tf-padded": ("tuneforge", {"train.padding_free": False}),
     "tf-grouped": ("tuneforge", {"train.padding_free": False, "train.group_by_length": True}),
@@ -57,10 +57,7 @@ PIPELINES: dict[str, tuple[str, dict]] = {
     "tf-attn-only": ("tuneforge", {"lora.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}),
     "tf-fp32-dropout": ("tuneforge", {"train.precision": "fp32", "lora.dropout": 0.05}),  # the guide-like settings
     "tf-compile": ("tuneforge", {}),
-    "tf-pad64": (
-        "tuneforge",
-        {"train.pad_to_multiple_of": 64},
-    ),  # packed rows padded up to a multiple of 64 tokens: reused oneDNN kernels
+    "tf-pad1": ("tuneforge", {"train.pad_to_multiple_of": 1}),  # no padding to a multiple of 64: a new shape each step
     "tf-threads1": ("tuneforge", {}),
     "tf-omp-passive": ("tuneforge", {}),
     "tf-liger": ("tuneforge", {}),

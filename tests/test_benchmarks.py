@@ -29,7 +29,8 @@ def test_train_throughput_runs_on_a_tiny_model(tmp_path):
     for row in report.values():
         assert row["real_tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
     assert report["guide"]["padded_tokens_per_s"] > report["guide"]["real_tokens_per_s"], "the guide pads to max length"
-    assert report["tuneforge"]["padded_tokens_per_s"] == pytest.approx(report["tuneforge"]["real_tokens_per_s"])
+    padding = report["tuneforge"]["padded_tokens_per_s"] / report["tuneforge"]["real_tokens_per_s"]
+    assert 1 <= padding < 1.5, "packed rows: padded up to a multiple of 64 tokens, no more"
     assert "× TRL" in result.stdout
 
 

@@ -170,7 +170,7 @@ class TrainSection(Section):
         False, description="Batch examples of similar length together, so less padding is computed."
     )
     pad_to_multiple_of: int = Field(
-        1,
+        64,  # 300 steps on 2 CPU cores: 5.1 GB peak and 299 tok/s at 1, 3.0 GB and 371 tok/s at 64
         ge=1,
         description="Pad each batch's token count up to a multiple of N (1: off), so kernels built for one "
         "shape are reused instead of rebuilt and cached for every new length.",
