@@ -102,7 +102,7 @@ def _answer_logprobs(trl_forward: Any, args: tuple[Any, ...], kwargs: dict[str, 
     gold = gold_at[keep]  # -100 at the filler positions: cross_entropy ignores them
     kwargs["use_cache"] = False
     logits = trl_forward(*args, logits_to_keep=keep, **kwargs).logits  # [kept positions, vocabulary]
-    pieces = list(zip(logits.split(ROWS), gold.split(ROWS), strict=True))
+    pieces = list(zip(torch.split(logits, ROWS), torch.split(gold, ROWS), strict=True))
     real = gold != -100
     token_logprobs = torch.cat([-F.cross_entropy(z.float(), g, reduction="none") for z, g in pieces])[real]
     with torch.no_grad():  # SFTTrainer logs these two; neither is trained on
