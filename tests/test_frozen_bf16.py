@@ -64,3 +64,10 @@ def test_cpu_bf16_training_gets_the_copies(tiny_model_dir, tmp_path):
         args = training_arguments(TuneforgeConfig(), "cpu", precision, tmp_path / precision)
         trainer = build_trainer(lora_model(tiny_model_dir), tokenizer, args, rows, [], [])
         assert hasattr(trainer.model.get_base_model().lm_head, frozen_bf16.MARK) is wanted, precision
+
+
+def test_no_copies_when_they_would_crowd_the_memory(tiny_model_dir, monkeypatch):
+    model = lora_model(tiny_model_dir)
+    monkeypatch.setattr(frozen_bf16, "SHARE_OF_FREE_MEMORY", 0.0)
+    assert frozen_bf16.keep_bf16_copies(model) == 0
+    assert not any(hasattr(m, frozen_bf16.MARK) for m in model.modules())

@@ -9,8 +9,8 @@ The matrix products are the same: under autocast they read the weight in bf16 ei
 Outside autocast (generation after training, `tuneforge chat` in the same process) the layers
 read their fp32 weights as before, so nothing else changes. The fp32 weights stay, because the
 embedding, DoRA's norms, and merging read them; the copies cost half the linear weights'
-memory again (about 270 MB for the 135M model). GPUs load their weights in bf16 already, so
-this is for CPU runs only.
+memory again (about 270 MB for the 135M model), and are skipped when that is more than a quarter
+of the free memory. GPUs load their weights in bf16 already, so this is for CPU runs only.
 """
 
 from __future__ import annotations
@@ -18,24 +18,32 @@ from __future__ import annotations
 from typing import Any
 
 MARK = "_tuneforge_bf16"  # set on a layer that has its copy, so a trainer rebuilt after a step-down adds none
+# The copies may take at most this share of the memory free when training starts; past it (a big
+# model on a small machine) the run keeps autocast's per-use casts and its memory.
+SHARE_OF_FREE_MEMORY = 0.25
 
 
 def keep_bf16_copies(model: Any) -> int:
     """Give every frozen fp32 linear layer a bf16 copy read under CPU bf16 autocast; the bytes added."""
+    import psutil
     import torch
 
-    added = 0
+    layers = []
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
         if type(module) is not torch.nn.Linear or "lora_" in name or hasattr(module, MARK):
             continue
         if weight is None or weight.requires_grad or weight.dtype != torch.float32 or weight.device.type != "cpu":
             continue
-        copy = weight.detach().to(torch.bfloat16)
+        layers.append(module)
+    needed = sum(module.weight.numel() * 2 for module in layers)
+    if needed > SHARE_OF_FREE_MEMORY * psutil.virtual_memory().available:
+        return 0
+    for module in layers:
+        copy = module.weight.detach().to(torch.bfloat16)
         setattr(module, MARK, copy)
         module.forward = _forward(module, copy)  # type: ignore[method-assign]  # this instance only
-        added += copy.numel() * copy.element_size()
-    return added
+    return needed
 
 
 def _forward(module: Any, copy: Any) -> Any:
