@@ -83,14 +83,14 @@ class FakeLog:
         self.lines.append(message)
 
 
-def test_a_second_ctrl_c_quits_at_once_but_an_echo_does_not(monkeypatch):
+def test_a_second_ctrl_c_quits_at_once_but_an_echo_does_not(monkeypatch, capfd):
     exits: list[int] = []
     clock = [100.0]
     monkeypatch.setattr(interrupts.os, "_exit", exits.append)
     monkeypatch.setattr(interrupts.time, "monotonic", lambda: clock[0])
     stop = interrupts.StopOnSignal(FakeLog())
     stop._handle(signal.SIGINT, None)
-    assert stop.code == 130 and exits == [] and "Press Ctrl-C again" in stop.log.lines[0]
+    assert stop.code == 130 and exits == [] and "Press Ctrl-C again" in capfd.readouterr().err
     clock[0] += 0.5  # torchrun passing the same press on
     stop._handle(signal.SIGINT, None)
     assert exits == []
@@ -104,3 +104,20 @@ def test_handlers_are_restored_after_training():
     with interrupts.StopOnSignal(FakeLog()):
         assert signal.getsignal(signal.SIGINT) != before
     assert signal.getsignal(signal.SIGINT) == before
+
+
+def test_a_signal_during_a_log_write_writes_nothing_to_the_log(capfd):
+    """The handler can land inside the log file's write or flush; writing the file again from there raised
+    'reentrant call' and killed the run (a studio's Stop, mid-log-line). It goes to stderr; the log waits."""
+    from types import SimpleNamespace
+
+    stop = interrupts.StopOnSignal(FakeLog())
+    lines = stop.log.lines
+    stop._handle(signal.SIGINT, None)
+    assert lines == [] and "Ctrl-C: stopping after this step" in capfd.readouterr().err
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    stop.on_step_end(None, None, control)
+    assert control.should_save and control.should_training_stop and stop.code == 130
+    assert len(lines) == 1 and lines[0].startswith("Ctrl-C: stopping after this step")
+    stop.on_step_end(None, None, control)
+    assert len(lines) == 1, "logged once"

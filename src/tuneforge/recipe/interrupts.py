@@ -28,6 +28,7 @@ class StopOnSignal(TrainerCallback):
         self.code: int | None = None  # 130 for SIGINT, 143 for SIGTERM: the shell's 128 + signal number
         self._first_at = 0.0
         self._previous: dict[int, Any] = {}
+        self._unlogged: str | None = None  # the stop message, until on_step_end writes it to the log
 
     def __enter__(self) -> StopOnSignal:
         for sig in HANDLED:
@@ -43,9 +44,13 @@ class StopOnSignal(TrainerCallback):
         if self.code is None:
             self.code, self._first_at = 128 + signum, now
             name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-            self.log.info(
+            self._unlogged = (
                 f"{name}: stopping after this step and saving a checkpoint. Press Ctrl-C again to quit at once."
             )
+            # Straight to the terminal, unbuffered: the signal can land while the log file is inside a write
+            # or flush, and a buffered file written again from here raised "reentrant call" and killed the run
+            # (seen when a studio's Stop arrived mid-log-line). The log gets the line at the step's end.
+            os.write(sys.stderr.fileno(), f"\n{self._unlogged}\n".encode())
             return
         if now - self._first_at < REPEAT_WINDOW_S:
             return
@@ -54,6 +59,9 @@ class StopOnSignal(TrainerCallback):
         os._exit(self.code)  # no cleanup on purpose: the user asked to leave now
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._unlogged is not None:
+            self.log.info(self._unlogged, show=False)  # the terminal had it when the signal came
+            self._unlogged = None
         if self._agreed():
             control.should_save = True
             control.should_training_stop = True
