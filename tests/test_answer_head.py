@@ -105,3 +105,80 @@ def test_the_sft_trainer_uses_it(tiny_model_dir, tmp_path, monkeypatch):
     args = training_arguments(TuneforgeConfig(), "cpu", "fp32", tmp_path / "checkpoints")
     trainer = build_trainer(lora_model(tiny_model_dir, "trl"), tokenizer, args, rows, rows, [])
     assert trainer.evaluate()["eval_loss"] > 0 and calls
+
+
+def preference_trainer(folder, tmp_path, method: str, head: str):
+    """TRL's DPO or KTO trainer on a tiny LoRA model, with our head in front of TRL's when asked."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    from tuneforge.data.hpo_pairs import load_medical_preferences
+    from tuneforge.recipe.trainer_setup import lighter_steps
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    for param in model.parameters():
+        param.data.normal_(0, 0.3)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    pairs = load_medical_preferences()[0][:8]
+    common = {"output_dir": str(tmp_path / method / head), "per_device_train_batch_size": 4, "report_to": [],
+              "use_cpu": True, "max_length": 96}  # fmt: skip
+    if method == "dpo":
+        rows = [{"prompt": p["prompt"][0]["content"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=Dataset.from_list(rows),
+                             processing_class=AutoTokenizer.from_pretrained(folder))  # fmt: skip
+    else:
+        rows = [{"prompt": p["prompt"][0]["content"], "completion": p[side], "label": side == "chosen"}
+                for p in pairs for side in ("chosen", "rejected")]  # fmt: skip
+        trainer = KTOTrainer(model=model, args=KTOConfig(**common), train_dataset=Dataset.from_list(rows),
+                             processing_class=AutoTokenizer.from_pretrained(folder))  # fmt: skip
+    return lighter_steps(trainer, mean_logits=True) if head == "answers" else trainer
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_preference_trainers_get_the_same_loss_and_metrics(tiny_model_dir, tmp_path, monkeypatch, method):
+    """DPO's and KTO's loss, gradients and logged metrics through the answer head equal TRL's own."""
+    calls = []
+    real = answer_head._answer_logprobs
+    monkeypatch.setattr(answer_head, "_answer_logprobs", lambda *a: calls.append(1) or real(*a))
+    results = {}
+    for head in ("trl", "answers"):
+        trainer = preference_trainer(tiny_model_dir, tmp_path, method, head)
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+        results[head] = (loss.detach(), grads, metrics)
+        if head == "trl":
+            assert not calls, "TRL's own head for the comparison"
+    assert len(calls) >= 2, "the policy and the reference (adapter disabled) both went through the answer head"
+    (trl_loss, trl_grads, trl_metrics), (our_loss, our_grads, our_metrics) = results["trl"], results["answers"]
+    torch.testing.assert_close(our_loss, trl_loss, rtol=1e-4, atol=1e-5)
+    assert set(our_grads) == set(trl_grads) and trl_grads
+    for name, grad in trl_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-3, atol=1e-5)
+    assert set(our_metrics) == set(trl_metrics) and any(k.startswith("logits/") for k in trl_metrics)
+    for key, value in trl_metrics.items():
+        assert our_metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+
+
+def test_held_out_pairs_score_the_same_from_the_answer_positions(tiny_model_dir, monkeypatch):
+    """evaluation/preference.py projects only the answer positions; the figures equal the full logits'."""
+    from tuneforge.data.hpo_pairs import load_medical_preferences
+    from tuneforge.evaluation import preference
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = preference.encode_pairs(tokenizer, load_medical_preferences()[0][:6], 96, None)
+    model = lora_model(tiny_model_dir, "plain")
+    rows_seen = []
+    model.get_base_model().lm_head.register_forward_hook(lambda m, a, out: rows_seen.append(a[0].shape))
+    ours = preference.score_pairs(model, rows, batch_size=3)
+    answers = sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+    assert sum(shape[0] for shape in rows_seen) == answers and all(len(s) == 2 for s in rows_seen)
+    monkeypatch.setattr(preference, "takes_position_mask", lambda model: False)
+    full = preference.score_pairs(model, rows, batch_size=3)
+    assert 0 < ours["accuracy"] < 1 or ours["margin"] != 0
+    for key in ("accuracy", "margin", "loss", "pairs"):
+        assert ours[key] == pytest.approx(full[key], rel=1e-5, abs=1e-5), key

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneforge.models.positions import takes_position_mask
+
 PAIRS_SCORED = 128  # held-out pairs scored before and after: ±4 points of accuracy, ~30 s each on 2 CPU cores
 
 
@@ -78,7 +80,16 @@ def _answer_logps(model: Any, batch: list[dict], device: Any) -> tuple[Any, Any]
     answer = torch.zeros(len(seqs), width, dtype=torch.bool)
     for i, (seq, start) in enumerate(zip(seqs, starts)):
         ids[i, : len(seq)], mask[i, : len(seq)], answer[i, start : len(seq)] = torch.tensor(seq), 1, True
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-    logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-    scored = answer[:, 1:].to(device)
+    ids, mask, scored = ids.to(device), mask.to(device), answer[:, 1:].to(device)
+    if takes_position_mask(model):
+        # only the positions before an answer token reach the vocabulary projection: on a CPU the
+        # prompt's and the padding's logits cost as much as the rest of the forward
+        keep = torch.zeros_like(answer, device=device)
+        keep[:, :-1] = scored
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()  # [answer tokens, V]
+        gold = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:][scored].unsqueeze(-1)).squeeze(-1)
+        logps = torch.zeros(scored.shape, device=device).masked_scatter(scored, gold)
+    else:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return (logps * scored).sum(dim=1).cpu(), scored.sum(dim=1).cpu()

@@ -25,9 +25,10 @@ labels (sequence parallelism), MoE router losses, a model whose forward has no
 from __future__ import annotations
 
 import functools
-import inspect
 import types
 from typing import Any
+
+from tuneforge.models.positions import takes_position_mask
 
 MAX_LOGITS = 1 << 26  # answer positions × vocabulary kept whole (256 MB in fp32); beyond, TRL's chunked head
 ROWS = 16  # answer positions scored at a time: small temporaries the allocator reuses (whole-width ones faulted in fresh pages each step: 290 vs 313 tok/s)
@@ -38,14 +39,15 @@ BUCKET = 64
 TRITON_DEVICES = ("cuda", "xpu")  # where TRL's fused head already scores only the labelled positions
 
 
-def score_answers_only(model: Any) -> bool:
+def score_answers_only(model: Any, mean_logits: bool = False) -> bool:
     """Put the answer-only head in front of TRL's fused one on `model` (a peft model or a plain one).
 
-    Call it after SFTTrainer is built, which is when TRL adds its head. False when the model's
-    forward can't take a position mask, and the model is left as it was.
+    Call it after the TRL trainer is built, which is when TRL adds its head. `mean_logits` for the
+    trainers that log it (DPO, KTO: their `logits/chosen` metric). False when the model's forward
+    can't take a position mask, and the model is left as it was.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if "logits_to_keep" not in inspect.signature(type(base).forward).parameters:
+    if not takes_position_mask(base):
         return False
     trl_forward = base.forward  # TRL's fused forward, bound to `base`
 
@@ -53,7 +55,7 @@ def score_answers_only(model: Any) -> bool:
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
                 num_items_in_batch: Any = None, **kwargs: Any) -> Any:  # fmt: skip
         if fused_lm_head and labels is not None and shift_labels is None and _fits(self, labels, kwargs):
-            return _answer_logprobs(trl_forward, args, kwargs, labels, num_items_in_batch)
+            return _answer_logprobs(trl_forward, args, kwargs, labels, num_items_in_batch, mean_logits)
         extra = {"labels": labels, "shift_labels": shift_labels, "num_items_in_batch": num_items_in_batch}
         return trl_forward(*args, fused_lm_head=fused_lm_head, **extra, **kwargs)
 
@@ -86,7 +88,7 @@ def _fits(model: Any, labels: Any, kwargs: dict[str, Any]) -> bool:
 
 
 def _answer_logprobs(trl_forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any], labels: Any,
-                     num_items_in_batch: Any) -> Any:  # fmt: skip
+                     num_items_in_batch: Any, with_mean: bool) -> Any:  # fmt: skip
     """The model's logits at the positions before each label, scored as TRL's fused head would."""
     import torch
     import torch.nn.functional as F
@@ -108,6 +110,7 @@ def _answer_logprobs(trl_forward: Any, args: tuple[Any, ...], kwargs: dict[str, 
     with torch.no_grad():  # SFTTrainer logs these two; neither is trained on
         entropy = torch.cat([_entropy(z.detach().float()) for z, _ in pieces])[real]
         is_top1 = (logits.detach().argmax(-1) == gold)[real]  # argmax takes the first maximum, as TRL's top-1 does
+        mean = torch.cat([z.detach().float().mean(-1) for z, _ in pieces])[real] if with_mean else None
 
     def spread(values: Any) -> Any:  # one value per label, zero elsewhere: TRL's [batch, length - 1] layout
         return values.new_zeros(mask.shape).masked_scatter(mask, values)
@@ -115,4 +118,5 @@ def _answer_logprobs(trl_forward: Any, args: tuple[Any, ...], kwargs: dict[str, 
     log_probs = spread(token_logprobs)
     count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs, entropy=spread(entropy),
-                               is_top1=spread(is_top1), label_mask=mask)  # fmt: skip
+                               is_top1=spread(is_top1), label_mask=mask,
+                               mean_logits=None if mean is None else spread(mean))  # fmt: skip

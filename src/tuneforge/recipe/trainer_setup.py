@@ -127,9 +127,7 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
     """
     from transformers.trainer_callback import PrinterCallback
 
-    from tuneforge.recipe.answer_head import score_answers_only
     from tuneforge.recipe.checkpointing import CheckpointingSFTTrainer
-    from tuneforge.recipe.frozen_bf16 import keep_bf16_copies
 
     train_dataset, eval_dataset = as_datasets(train_data, eval_data)
     trainer = CheckpointingSFTTrainer(
@@ -143,8 +141,21 @@ def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_d
         run_config=run_config or {},
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; our progress callback logs instead
-    score_answers_only(trainer.model)  # after SFTTrainer: it adds the fused head this one steps in front of
-    if args.bf16 and args.device.type == "cpu":
+    return lighter_steps(trainer)
+
+
+def lighter_steps(trainer: Any, mean_logits: bool = False) -> Any:
+    """The two step savings every TRL trainer of ours gets, once the trainer is built.
+
+    - The answer-only vocabulary head (answer_head.py), put in front of the fused head TRL adds
+      while it builds the trainer; `mean_logits` for the trainers that log it (DPO, KTO).
+    - bf16 copies of the frozen weights where a CPU trains under bf16 autocast (frozen_bf16.py).
+    """
+    from tuneforge.recipe.answer_head import score_answers_only
+    from tuneforge.recipe.frozen_bf16 import keep_bf16_copies
+
+    score_answers_only(trainer.model, mean_logits)
+    if trainer.args.bf16 and trainer.args.device.type == "cpu":
         keep_bf16_copies(trainer.model)
     return trainer
 

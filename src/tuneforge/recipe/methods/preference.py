@@ -97,11 +97,17 @@ def arguments(cfg: TuneforgeConfig, where: tuple[str, str, Path], shape: Any) ->
 
 
 def finish(trainer: Any) -> Any:
-    """Our progress callback logs instead of the raw-dict printer."""
+    """Our progress callback logs instead of the raw-dict printer; the SFT path's lighter steps.
+
+    DPO's and KTO's steps go through TRL's fused head like SFT's (ORPO builds its own logits, so
+    only the bf16 copies reach it). Measured in docs/PREFERENCES.md.
+    """
     from transformers.trainer_callback import PrinterCallback
 
+    from tuneforge.recipe.trainer_setup import lighter_steps
+
     trainer.remove_callback(PrinterCallback)
-    return trainer
+    return lighter_steps(trainer, mean_logits=True)
 
 
 def reference_is_disabled_adapter(model: Any) -> None:
