@@ -8,7 +8,6 @@ not a model load.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ def run_serve(
     from tuneforge.config_resolve import resolve_config
     from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
 
-    prefer_passive_threads()
     serve = resolve_config(cli_values or {}, config_file, use_profile=False).config.serve
     check_exposure(serve.host, serve.api_key, insecure_no_key)
     specs = parse_adapter_specs(adapters or ([] if model else ["results"]), checksums)  # all whole, or none served
@@ -40,16 +38,6 @@ def run_serve(
         _serve(engine, sock, serve.api_key, limits)
     finally:
         sock.close()
-
-
-def prefer_passive_threads() -> None:
-    """Idle OpenMP threads sleep instead of spinning; set before torch loads, a user's value wins.
-
-    Measured on a 2-core machine busy with other jobs: SmolLM2-135M took 12-16 s for 32 tokens
-    with torch's 2 spinning threads and 2.1-2.3 s with passive ones (1 thread: 2.0 s). A server
-    often shares its machine, and spinning threads then fight the other jobs for the cores.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def check_exposure(host: str, api_key: str | None, insecure_no_key: bool) -> None:

@@ -20,7 +20,8 @@ def run_studio(
 ) -> None:
     import uvicorn
 
-    from tuneforge.commands.serve import bind, is_loopback, prefer_passive_threads
+    from tuneforge.commands.serve import bind, is_loopback
+    from tuneforge.machine.threads import prefer_passive_threads
     from tuneforge.studio.app import create_app
     from tuneforge.studio.settings import StudioSettings
 
@@ -30,7 +31,7 @@ def run_studio(
             f"--host {host} makes the studio reachable from other machines, and it starts processes. Set a token "
             f"with --token or the environment variable {TOKEN_ENV}, or keep the default --host 127.0.0.1."
         )
-    prefer_passive_threads()
+    prefer_passive_threads()  # before torch loads: OpenMP reads it once
     runs_dir = runs_dir.expanduser().resolve()
     data_dir = (data_dir or runs_dir / ".studio").expanduser().resolve()
     sock = bind(host, port)

@@ -164,6 +164,7 @@ def load_for_inference(source: ModelSource, trust_remote_code: bool = False) -> 
     from transformers import AutoModelForCausalLM
 
     from tuneforge.machine.devices import inference_device, torch_dtype
+    from tuneforge.models.positions import dense_head_input
 
     device, precision = inference_device()
     path = model_path(source)
@@ -175,6 +176,7 @@ def load_for_inference(source: ModelSource, trust_remote_code: bool = False) -> 
             f"Could not load the base model '{source.name}' as safetensors: {str(exc).splitlines()[0][:240]}. "
             "Only safetensors weights are loaded (pickled .bin files can run code), and no remote code runs."
         ) from None
+    dense_head_input(model)  # bf16 prompts on a CPU: the last position's row reaches the head as a plain row
     return model.to(device).eval()
 
 
