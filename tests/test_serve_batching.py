@@ -146,3 +146,57 @@ def _eventually(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not in time"
         time.sleep(0.05)
+
+
+def test_prompts_with_a_shared_opening_prefill_only_the_rest_and_answer_the_same(two_adapters, monkeypatch):
+    """The chat template's opening is prefilled once per model; later prompts prefill their own part only."""
+    from tuneforge.serving import prefix_cache
+
+    def with_system_turn():  # the same opening before each question, as a template's system turn gives
+        system = {"role": "system", "content": "You explain medical terms to patients in plain words."}
+        jobs = jobs_for(two_adapters, ["tuned", "other"])
+        for job, (prompt, _) in zip(jobs, ((p, m) for p in PROMPTS for m in ("tuned", "other"))):
+            job.input_ids = two_adapters.chat_ids([system, {"role": "user", "content": prompt}])
+        return jobs
+
+    jobs = with_system_turn()
+    solo = [two_adapters.generate(job) for job in jobs]
+    widths: list[tuple[str, int]] = []
+    forward = two_adapters.forward
+    monkeypatch.setattr(two_adapters, "forward",
+                        lambda names, **inputs: widths.append((names[0], inputs["input_ids"].shape[1])) or forward(names, **inputs))  # fmt: skip
+    batched = run_batched(two_adapters, with_system_turn(), 3, stagger=0.002)
+    assert answers(batched) == answers(solo)
+    prefills = [(name, width) for name, width in widths if width > 1]
+    shared = prefix_cache._shared_length(jobs[0].input_ids, jobs[2].input_ids)
+    assert shared >= prefix_cache.MIN_SHARED, "the template's opening is shared"
+    assert [w for n, w in prefills if n == "tuned"][0] == len(jobs[0].input_ids), "a model's first prompt: whole"
+    assert [w for n, w in prefills if n == "tuned"][1] == len(jobs[2].input_ids) - shared, "then only the rest"
+    assert [w for n, w in prefills if n == "other"][0] == len(jobs[1].input_ids), "each model keeps its own opening"
+
+
+def test_a_prompt_started_from_a_kept_opening_gets_the_whole_prefills_logits(two_adapters):
+    """The logits that pick a prompt's first token equal those of prefilling it whole."""
+    import torch
+    from transformers import DynamicCache
+
+    from tuneforge.serving.decoding import Batch
+
+    system = {"role": "system", "content": "You explain medical terms to patients in plain words."}
+    first, second = (two_adapters.chat_ids([system, {"role": "user", "content": p}]) for p in PROMPTS[:2])
+    seen = []
+
+    def forward(names, **inputs):
+        logits = two_adapters.forward(names, **inputs)
+        seen.append((inputs["input_ids"].shape[1], logits[:, -1]))
+        return logits
+
+    batch = Batch(two_adapters.model, two_adapters.tokenizer, two_adapters.stop_ids)
+    with torch.inference_mode():
+        for ids in (first, second):
+            batch.join(Job(model="tuned", input_ids=ids, max_new_tokens=8, temperature=0.0), forward)
+        whole = two_adapters.forward(["tuned"], input_ids=torch.tensor([second]), attention_mask=torch.ones(1, len(second)),
+                                     cache=DynamicCache(config=two_adapters.model.config), logits_to_keep=1)[:, -1]  # fmt: skip
+    assert seen[0][0] == len(first) and seen[1][0] < len(second) - 8, "the second prompt reused the first's opening"
+    assert whole.std() > 1e-2, "logits that vary, so a wrong position or key would show"
+    torch.testing.assert_close(seen[1][1], whole, rtol=1e-4, atol=1e-5)

@@ -1,7 +1,8 @@
 """A batch of sequences decoding together: one forward per token for all of them.
 
-Each request is prefilled alone (its prompt, batch of one, its own KV cache), then joins the
-running batch between two decode steps. Joining left-pads the shorter of the two caches with
+Each request is prefilled alone (its prompt, batch of one, its own KV cache, started from the
+opening it shares with an earlier prompt: prefix_cache.py), then joins the running batch
+between two decode steps. Joining left-pads the shorter of the two caches with
 masked columns, so every row's newest token sits in the last column and one forward serves
 all rows. A row's positions count only its own tokens, so the rotary embedding of each row is
 what it would be alone. Finished rows leave at once (`drop`), and the columns that only the
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.serving.jobs import Job, Result, StopText, finish
+from tuneforge.serving.prefix_cache import PrefixCache
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Batch:
         self.mask: Any = None  # [rows, columns] 1 for a real token, 0 for padding
         self.positions: Any = None  # [rows] the position of each row's next token
         self.last: Any = None  # [rows, 1] each row's newest token, the next step's input
+        self.prefixes = PrefixCache(model.config)  # prompts' shared openings, prefilled once
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -51,13 +54,15 @@ class Batch:
         (True, result) when that first token already ends the answer, and the row never joins.
         """
         import torch
-        from transformers import DynamicCache
 
         ids = torch.tensor([job.input_ids], dtype=torch.long, device=self.model.device)
-        cache = DynamicCache(config=self.model.config)
+        cache, shared = self.prefixes.start(job.model, job.input_ids)  # the opening another prompt already had
         # logits_to_keep=1: only the last prompt position is read; the vocabulary projection of
         # every prompt position would cost as much as the rest of the prefill
-        logits = forward([job.model], input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, logits_to_keep=1)
+        logits = forward([job.model], input_ids=ids[:, shared:], attention_mask=torch.ones_like(ids), cache=cache,
+                         position_ids=torch.arange(shared, ids.shape[1], device=ids.device)[None], logits_to_keep=1)  # fmt: skip
+        if not shared:
+            self.prefixes.remember(job.model, job.input_ids, cache)
         row = Row(job, StopText(job, self.tokenizer), _generator(job))
         if job.streamer is not None:
             job.streamer.put(ids[0].cpu())  # skip_prompt drops this first put: it lets the streamer count the prompt
