@@ -182,3 +182,26 @@ def test_held_out_pairs_score_the_same_from_the_answer_positions(tiny_model_dir,
     assert 0 < ours["accuracy"] < 1 or ours["margin"] != 0
     for key in ("accuracy", "margin", "loss", "pairs"):
         assert ours[key] == pytest.approx(full[key], rel=1e-5, abs=1e-5), key
+
+
+@pytest.mark.parametrize("multiple", [64, 1])
+def test_preference_batches_are_padded_like_sfts(tiny_model_dir, tmp_path, multiple):
+    """DPO's pair batches round their length up to train.pad_to_multiple_of (1: as long as the longest pair)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from tuneforge.config import TuneforgeConfig
+    from tuneforge.data.hpo_pairs import load_medical_preferences
+    from tuneforge.recipe.methods.preference import padded
+
+    cfg = TuneforgeConfig.model_validate({"train": {"pad_to_multiple_of": multiple}})
+    pairs = load_medical_preferences()[0][:8]
+    rows = [{"prompt": p["prompt"][0]["content"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], use_cpu=True, **padded(cfg))
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                         train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))  # fmt: skip
+    widths = [batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()]
+    if multiple == 64:
+        assert all(w % 64 == 0 for w in widths), widths
+    else:
+        assert any(w % 64 for w in widths), widths

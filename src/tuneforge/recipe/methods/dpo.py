@@ -38,9 +38,9 @@ def build_trainer(model: Any, tokenizer: Any, datasets: tuple[Any, Any], cfg: Tu
     from tuneforge.recipe.distributed import apply_strategy
 
     full = not hasattr(model, "peft_config")  # no adapter to disable: score the reference once, before training
-    args = apply_strategy(DPOConfig(**shared.arguments(cfg, where, shape), beta=BETA, loss_type=["sigmoid", "sft"],
-                                    loss_weights=[1.0, SFT_WEIGHT], precompute_ref_log_probs=full),
-                          cfg.train.strategy)  # fmt: skip
+    args = apply_strategy(DPOConfig(**shared.arguments(cfg, where, shape), **shared.padded(cfg), beta=BETA,
+                                    loss_type=["sigmoid", "sft"], loss_weights=[1.0, SFT_WEIGHT],
+                                    precompute_ref_log_probs=full), cfg.train.strategy)  # fmt: skip
     trainer = CheckpointingDPOTrainer(model=model, args=args, train_dataset=datasets[0], processing_class=tokenizer,
                                       callbacks=callbacks, keep=cfg.train.save_total_limit, run_config=run_config)  # fmt: skip
     shared.reference_is_disabled_adapter(trainer.model)

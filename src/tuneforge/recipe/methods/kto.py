@@ -49,7 +49,7 @@ def build_trainer(model: Any, tokenizer: Any, datasets: tuple[Any, Any], cfg: Tu
     from tuneforge.recipe.distributed import apply_strategy
 
     full = not hasattr(model, "peft_config")
-    args = apply_strategy(KTOConfig(**shared.arguments(cfg, where, shape), beta=BETA,
+    args = apply_strategy(KTOConfig(**shared.arguments(cfg, where, shape), **shared.padded(cfg), beta=BETA,
                                     precompute_ref_log_probs=full), cfg.train.strategy)  # fmt: skip
     trainer = CheckpointingKTOTrainer(model=model, args=args, train_dataset=datasets[0], processing_class=tokenizer,
                                       callbacks=callbacks, keep=cfg.train.save_total_limit, run_config=run_config)  # fmt: skip

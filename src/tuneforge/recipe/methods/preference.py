@@ -96,6 +96,17 @@ def arguments(cfg: TuneforgeConfig, where: tuple[str, str, Path], shape: Any) ->
     return {**common_arguments(cfg, device, precision, checkpoints, shape), "max_length": cfg.train.max_seq_length}
 
 
+def padded(cfg: TuneforgeConfig) -> dict[str, Any]:
+    """DPO's and KTO's padded batches, their length rounded up like SFT's (`train.pad_to_multiple_of`).
+
+    A batch as long as its longest pair is a new shape at almost every step, and the CPU's kernels
+    are built and kept per shape, so memory grew with the steps (150 DPO steps: 8.1 GB).
+    ORPO's config has no such field.
+    """
+    multiple = cfg.train.pad_to_multiple_of
+    return {"pad_to_multiple_of": multiple if multiple > 1 else None}  # 80 DPO steps: 4.9 vs 5.8 GB, same speed
+
+
 def finish(trainer: Any) -> Any:
     """Our progress callback logs instead of the raw-dict printer; the SFT path's lighter steps.
 
