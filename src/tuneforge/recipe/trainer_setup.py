@@ -75,7 +75,7 @@ def training_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkp
         max_length=None,  # rows are cut to max_seq_length in encode_all, which counts what it cuts
         padding_free=t.padding_free,  # TRL flattens the batch and passes position_ids; sdpa masks per example
         # Padded positions in a packed row sit at position 0: one-token pieces that train nothing.
-        pad_to_multiple_of=t.pad_to_multiple_of if t.pad_to_multiple_of > 1 else None,
+        pad_to_multiple_of=pad_multiple(cfg),
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
     )
 
@@ -115,6 +115,16 @@ def common_arguments(cfg: TuneforgeConfig, device: str, precision: str, checkpoi
         eval_strategy="steps" if t.eval_steps else "no",
         eval_steps=t.eval_steps or None,
     )
+
+
+def pad_multiple(cfg: Any) -> int | None:
+    """The multiple each batch's length is padded up to (`train.pad_to_multiple_of`; None for 1: off).
+
+    SFT, DPO and KTO all read it: a batch as long as its longest example is a new shape at almost
+    every step, and the CPU's kernels are built and kept per shape, so memory grew with the steps.
+    """
+    multiple = cfg.train.pad_to_multiple_of
+    return multiple if multiple > 1 else None
 
 
 def build_trainer(model: Any, tokenizer: Any, args: Any, train_data: Any, eval_data: Any, callbacks: list[Any],

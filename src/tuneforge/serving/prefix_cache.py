@@ -1,8 +1,8 @@
 """Prompts that start alike are prefilled once: the KV cache of a shared opening is reused.
 
 Every chat request renders through the same template, so its prompt opens with the same tokens
-(SmolLM2's template puts a ~20-token system turn before the user's words: about half of a short
-question's prompt). A prompt's prefill is most of what a short answer costs the server, so for
+(SmolLM2's template puts a system turn before the user's words: 28 of a short question's ~40
+prompt tokens). A prompt's prefill is most of what a short answer costs the server, so for
 each served model this keeps the KV cache of the latest prompt and starts the next one from the
 part they share, prefilling only the rest, as vLLM's and llama.cpp's prefix caches do. In exact
 arithmetic the result is the same as a whole prefill; in floating point the prefix's rows come
