@@ -4,11 +4,11 @@ Issue 20 asks for 40 tokens/s from one client; a decode step on the CPU is bound
 weights (docs/PERFORMANCE.md), so the lever is fewer bytes per weight. This loads a results folder
 the way `tuneforge serve` does (load_engine: a lone adapter merged into the base), then times greedy
 decoding of the same prompts with the weights in fp32, in bf16 (`serve --precision bf16`), with
-fp16 copies read by single-row steps (`serve --precision fp16`, serving/half_decode.py) and in int8
-through PyTorch's dynamic quantization of the linear layers, which is not a serve option: it is
-here to show what 8-bit weights would buy and cost. For each it prints tokens/s (best of --reps,
-the prompt's prefill included) and how many of fp32's greedy tokens it reproduces before the first
-difference.
+fp16 copies read by single-row steps (`serve --precision fp16`) and with int8 copies read by steps
+of up to 8 rows (`serve --precision int8`; both in serving/decode_copies.py). For each it prints
+tokens/s (best of --reps, the prompt's prefill included), how many answers equal fp32's up to the
+end of the answer (the end-of-turn token, what a user reads) and over all --tokens, and how many
+of fp32's greedy tokens each reproduces before the first difference.
 
     python benchmarks/decode_precision.py --adapter results --tokens 64
     python benchmarks/decode_precision.py --adapter results --tokens 64 --held-out 24 --reps 1 --only fp32,fp16
@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
         default=0,
         help="use this many questions from the results folder's eval_set.jsonl instead",
     )
-    parser.add_argument("--only", default="fp32,bf16,fp16,int8-dynamic", help="comma-separated variants; fp32 first")
+    parser.add_argument("--only", default="fp32,bf16,fp16,int8", help="comma-separated variants; fp32 first")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args()
 
@@ -58,22 +58,18 @@ def variants(model: Any) -> dict[str, Any]:
     """Each variant is built only when its turn comes, so one copy at a time sits beside fp32."""
     import torch
 
-    from tuneforge.serving.half_decode import HalfDecode
+    from tuneforge.serving.decode_copies import HalfDecode, Int8Decode
 
-    def fp16() -> Any:
-        half = copy.deepcopy(model)
-        HalfDecode(half)
-        return half
+    def copied(kind: Any) -> Any:
+        candidate = copy.deepcopy(model)
+        kind(candidate)
+        return candidate
 
     return {
         "fp32": lambda: model,
         "bf16": lambda: copy.deepcopy(model).to(torch.bfloat16),
-        "fp16": fp16,
-        # torch.ao's dynamic quantization (deprecated in favour of torchao, which is not installed here):
-        # int8 weights per tensor, activations quantized on the fly, fbgemm's AVX2 kernels
-        "int8-dynamic": lambda: torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
-        ),
+        "fp16": lambda: copied(HalfDecode),
+        "int8": lambda: copied(Int8Decode),
     }
 
 
@@ -108,17 +104,27 @@ def agreement(tokens: list[int], reference: list[int]) -> int:
     return same
 
 
+def answer(model: Any, inputs: dict, tokens: int) -> list[int]:
+    """The greedy answer as a user gets it: up to the model's own end of turn (the timed runs go past it)."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+    return out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
 def main() -> None:
     args = parse_args()
     model, tokenizer = served_model(args.adapter)
     rows: dict[str, dict[str, Any]] = {}
     reference: dict[str, list[int]] = {}
+    reference_answers: dict[str, list[int]] = {}
     questions = held_out(args.adapter, args.held_out) if args.held_out else [
         f"Please tell me about {term}." for term in PROMPTS[: args.prompts]]  # fmt: skip
     builders = variants(model)
     for name in args.only.split(","):
         candidate = builders[name]()
-        seconds, same = 0.0, []
+        seconds, same, answers = 0.0, [], 0
         for question in questions:
             messages = [{"role": "user", "content": question}]
             inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
@@ -127,11 +133,15 @@ def main() -> None:
             seconds += spent
             reference.setdefault(question, tokens)
             same.append(agreement(tokens, reference[question]))
+            mine = answer(candidate, inputs, args.tokens)
+            answers += reference_answers.setdefault(question, mine) == mine
         whole = sum(n == args.tokens for n in same)
         rows[name] = {"tokens_per_s": args.tokens * len(questions) / seconds, "same_as_fp32": same,
-                      "answers_equal_to_fp32": whole, "questions": len(questions)}  # fmt: skip
-        print(f"{name:13s} {rows[name]['tokens_per_s']:6.1f} tokens/s   answers equal to fp32's: {whole} of "
-              f"{len(questions)}; tokens equal before the first difference: {same}", flush=True)  # fmt: skip
+                      "answers_equal_to_fp32": answers, "all_tokens_equal_to_fp32": whole,
+                      "questions": len(questions)}  # fmt: skip
+        print(f"{name:5s} {rows[name]['tokens_per_s']:6.1f} tokens/s   answers equal to fp32's: {answers} of "
+              f"{len(questions)} up to the end of turn, {whole} over all {args.tokens} tokens; tokens equal before "
+              f"the first difference: {same}", flush=True)  # fmt: skip
         del candidate
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")

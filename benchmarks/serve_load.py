@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         action="append",
-        help="serve --precision (fp32, bf16, fp16); repeat to compare, paired with --max-batch",
+        help="serve --precision (fp32, bf16, fp16, int8); repeat to compare, paired with --max-batch",
     )
     parser.add_argument("--warmup", type=float, default=0, help="seconds of warm-up: RSS growth is counted after it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

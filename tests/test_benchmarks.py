@@ -125,8 +125,10 @@ def test_decode_precision_times_each_weight_format_against_fp32(tiny_results, tm
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert list(rows) == ["fp32", "bf16", "fp16", "int8-dynamic"]
-    assert rows["fp32"]["same_as_fp32"] == [6, 6] and rows["fp32"]["answers_equal_to_fp32"] == 2
+    assert list(rows) == ["fp32", "bf16", "fp16", "int8"]
+    assert rows["fp32"]["same_as_fp32"] == [6, 6] and rows["fp32"]["all_tokens_equal_to_fp32"] == 2
+    assert rows["fp32"]["answers_equal_to_fp32"] == 2
+    assert all(r["answers_equal_to_fp32"] >= r["all_tokens_equal_to_fp32"] for r in rows.values())
     assert all(r["tokens_per_s"] > 0 and len(r["same_as_fp32"]) == 2 for r in rows.values())
     assert "tokens/s" in result.stdout
     # --held-out: the run's own held-out questions instead of the built-in prompts

@@ -28,7 +28,7 @@ class AdapterRouter:
         self.full = bool(adapters) and hasattr(model, "use_base")  # WithBase: a full fine-tune beside its base
         self.merge = merge and len(adapters) == 1 and not self.full
         self.merged = False
-        self.after_merge: Any = None  # called once a merge or unmerge changed the weights (half_decode.py)
+        self.after_merge: Any = None  # called once a merge or unmerge changed the weights (decode_copies.py)
         if self.merge:
             self._set_merged(True)
 

@@ -104,8 +104,8 @@ def load_engine(
     """One base model on the inference device, the adapters attached to it, and the run's tokenizer.
 
     `merge`: a lone adapter is merged into the base weights (adapters.py says why).
-    `precision`: "bf16" casts the weights after the merge, "fp16" adds fp16 copies for decoding one
-    request (`to_precision` says why).
+    `precision`: "bf16" casts the weights after the merge, "fp16" and "int8" add copies for decode
+    steps (`to_precision` says why).
     The work runs on a thread that ends with it, so the thread that decodes later is the only one
     with an OpenMP team (machine/threads.py: 57 vs 33 tokens/s for 8 clients on 2 cores).
     """
@@ -138,14 +138,15 @@ def _load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], 
 
 
 def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> None:
-    """serve --precision bf16 or fp16: fewer bytes read per decoded token, fp32 stays the default.
+    """serve --precision bf16, fp16 or int8: fewer bytes read per decoded token, fp32 stays the default.
 
     bf16 casts every weight, after the adapter is merged in fp32 so its small deltas are not
     rounded twice. It cuts the server's memory (RSS 697 vs 987 MB for the 135M model), but on an
     AVX2 CPU (no AVX-512 BF16, no AMX) a prompt's prefill takes about 2.7x as long as in fp32, and
-    13 of 24 held-out greedy answers changed. fp16 keeps the fp32 weights for prompts and batches
-    and adds fp16 copies that a one-row decode step reads (half_decode.py says why): one client
-    got 1.40x the tokens/s and 22 of 24 answers stayed fp32's. Both are opt-in because answers can
+    13 of 24 held-out greedy answers changed. fp16 and int8 keep the fp32 weights for prompts and
+    add copies that decode steps of few rows read (decode_copies.py says why): fp16 gave one client
+    1.40x the tokens/s on the AVX2 CPU with 22 of 24 answers as fp32's; int8 is for CPUs with
+    AVX-512 BF16 or AMX, where fp16 and bf16 gain nothing. All are opt-in because answers can
     change; the figures and commands are in docs/PERFORMANCE.md.
     """
     import torch
@@ -153,13 +154,20 @@ def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> 
     if precision == "bf16" and engine.model.dtype != torch.bfloat16:
         engine.model.to(torch.bfloat16)
         log("weights: bf16 (serve --precision bf16)")
-    elif precision == "fp16":
-        from tuneforge.serving.half_decode import HalfDecode
+    elif precision in ("fp16", "int8"):
+        from tuneforge.serving.decode_copies import HalfDecode, Int8Decode
 
-        copies = HalfDecode(engine.model)
+        device = next(engine.model.parameters()).device.type
+        if precision == "int8" and device != "cpu":
+            raise UserError(
+                f"serve.precision int8 is for serving on a CPU, and this server runs on {device}. "
+                "Use --precision bf16 (or leave it at auto) on a GPU."
+            )
+        copies = HalfDecode(engine.model) if precision == "fp16" else Int8Decode(engine.model)
         engine.router.after_merge = copies.refresh
-        log(f"weights: fp32, and an fp16 copy ({copies.nbytes / 1e6:.0f} MB) for one request's decode steps "
-            "(serve --precision fp16)")  # fmt: skip
+        which = "one request's decode steps" if copies.rows == 1 else f"decode steps of up to {copies.rows} requests"
+        log(f"weights: fp32, and an {precision} copy ({copies.nbytes / 1e6:.0f} MB) for {which} "
+            f"(serve --precision {precision})")  # fmt: skip
 
 
 def _attach_adapters(base: Any, specs: list[AdapterSpec], log: Callable[[str], None]) -> Any:
