@@ -155,7 +155,9 @@ def test_each_method_learns_the_preference(method, tmp_path, tiny_model_dir, mon
 
         result = run_eval(out, limit=2, max_new_tokens=4)
         assert result["preference"]["tuned"]["accuracy"] == pytest.approx(after["accuracy"])
-        assert "preference accuracy (16 held-out pairs)" in (out / "eval" / "report.md").read_text()
+        report = (out / "eval" / "report.md").read_text()
+        assert "preference accuracy (16 held-out pairs)" in report and "accuracy per answer token" in report
+    assert "accuracy per token" in log and saved["preference"]["after"]["accuracy_per_token"] is not None
 
 
 @pytest.mark.slow
@@ -223,3 +225,31 @@ def test_a_stopped_orpo_or_kto_run_resumes_to_the_same_adapter(method, monkeypat
     assert history == [
         (e["step"], e["loss"]) for e in json.loads((reference / "metrics.json").read_text())["loss_history"]
     ]
+
+
+def test_the_length_figures_tell_length_from_preference():
+    """A model that likes every chosen token better, but sums over more tokens where chosen is longer.
+
+    Here each chosen token (3) is likelier than each rejected one (4), so per token chosen always
+    wins; summed over the answer, chosen still loses every pair where it has more tokens.
+    """
+    import torch
+
+    from tuneforge.evaluation.preference import length_note, score_pairs
+
+    class Likes3(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.tensor([0.0, 0, 0, 2, 1, 0, 0, 0, 0, 0]))
+
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": self.logits.expand(*input_ids.shape, 10)})()
+
+    rows = [{"prompt_ids": [1, 2], "chosen_ids": [3] * chosen, "rejected_ids": [4] * rejected}
+            for chosen, rejected in [(2, 5), (3, 4), (6, 2), (5, 5), (7, 1)]]  # fmt: skip
+    figures = score_pairs(Likes3(), rows, batch_size=2)
+    assert figures["accuracy"] == pytest.approx(3 / 5) and figures["accuracy_per_token"] == 1
+    assert figures["pairs_chosen_longer"] == 2 and figures["accuracy_chosen_longer"] == 0
+    assert "0.0% where the chosen answer is the longer (2 pairs)" in length_note(figures)
+    figures = score_pairs(Likes3(), rows[:2], batch_size=2)
+    assert figures["accuracy_chosen_longer"] is None and "no pair" in length_note(figures)

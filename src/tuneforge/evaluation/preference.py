@@ -6,7 +6,12 @@ For each pair we sum the log-probability of each answer's tokens given the promp
   beta times the change of this figure from the reference model, so before/after shows it;
 - chosen loss: the mean loss per token of the chosen answers, the SFT loss on those answers,
   which says whether preference tuning made the model forget what it knew.
-One forward pass per side gives all three. The pairs come tokenized once (`encode_pairs`).
+- two figures that say how much of the accuracy is length: a sum over more tokens is lower, so
+  the shorter answer tends to win. The accuracy on the pairs whose chosen answer is the longer
+  one, and the accuracy per token (mean log-probability per answer token compared). On 128
+  held-out medical-preferences pairs the default SFT adapter ranks 26% of the 57 whose chosen
+  answer is longer right and 92% of the others (62.5% in all; 70.3% per token).
+One forward pass per side gives them all. The pairs come tokenized once (`encode_pairs`).
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ def encode_pairs(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int, t
     return rows
 
 
-def score_pairs(model: Any, rows: list[dict], batch_size: int = 8, bf16: bool = False) -> dict[str, float] | None:
-    """{'accuracy', 'margin', 'loss', 'pairs'} of the model as it is now; None without pairs."""
+def score_pairs(model: Any, rows: list[dict], batch_size: int = 8, bf16: bool = False) -> dict[str, Any] | None:
+    """{'accuracy', 'margin', 'loss', 'pairs', and the length figures} of the model as it is now; None without pairs."""
     import torch
 
     if not rows:
@@ -48,6 +53,7 @@ def score_pairs(model: Any, rows: list[dict], batch_size: int = 8, bf16: bool = 
     model.eval()
     chosen_sum: list[float] = []
     rejected_sum: list[float] = []
+    lengths: list[tuple[int, int]] = []  # (chosen, rejected) answer tokens of each pair
     tokens = 0
     try:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -56,16 +62,30 @@ def score_pairs(model: Any, rows: list[dict], batch_size: int = 8, bf16: bool = 
                 sums, counts = _answer_logps(model, batch, device)
                 chosen_sum += sums[: len(batch)].tolist()
                 rejected_sum += sums[len(batch) :].tolist()
+                lengths += zip(counts[: len(batch)].tolist(), counts[len(batch) :].tolist(), strict=True)
                 tokens += int(counts[: len(batch)].sum())
     finally:
         model.train(was_training)
     margins = [c - r for c, r in zip(chosen_sum, rejected_sum)]
+    per_token = [c / max(n, 1) > r / max(m, 1) for c, r, (n, m) in zip(chosen_sum, rejected_sum, lengths)]
+    longer = [margin > 0 for margin, (n, m) in zip(margins, lengths) if n > m]
     return {
         "pairs": len(rows),
         "accuracy": sum(m > 0 for m in margins) / len(margins),
         "margin": sum(margins) / len(margins),
         "loss": -sum(chosen_sum) / max(tokens, 1),
+        "accuracy_per_token": sum(per_token) / len(per_token),
+        "pairs_chosen_longer": len(longer),
+        "accuracy_chosen_longer": sum(longer) / len(longer) if longer else None,
     }
+
+
+def length_note(figures: dict[str, Any]) -> str:
+    """The length figures in words, for the log: how much of the accuracy the shorter answer's advantage explains."""
+    longer = figures.get("accuracy_chosen_longer")
+    where = (f"{100 * longer:.1f}% where the chosen answer is the longer ({figures['pairs_chosen_longer']} pairs)"
+             if longer is not None else "no pair's chosen answer is the longer")  # fmt: skip
+    return f"accuracy per token {100 * figures['accuracy_per_token']:.1f}%, {where}"
 
 
 def _answer_logps(model: Any, batch: list[dict], device: Any) -> tuple[Any, Any]:

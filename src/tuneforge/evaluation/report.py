@@ -48,8 +48,12 @@ def preference_rows(figures: dict[str, Any] | None) -> list[tuple[str, str, str,
         return []
     rows = []
     for key, label, digits in (("accuracy", f"preference accuracy ({figures['pairs']} held-out pairs)", 4),
+                               ("accuracy_per_token", "preference accuracy per answer token", 4),
+                               ("accuracy_chosen_longer", "... on the pairs whose chosen answer is longer", 4),
                                ("margin", "margin, log p(chosen) - log p(rejected)", 3)):  # fmt: skip
-        base, tuned = figures["base"][key], figures["tuned"][key]
+        base, tuned = figures["base"].get(key), figures["tuned"].get(key)
+        if base is None or tuned is None:
+            continue  # no pair with the longer chosen answer, or a report written before the figure existed
         rows.append((label, f"{base:.{digits}f}", f"{tuned:.{digits}f}", f"{tuned - base:+.{digits}f}"))
     return rows
 

@@ -55,11 +55,11 @@ def trl_row(pair: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": pair["prompt"], "chosen": answer(pair["chosen"]), "rejected": answer(pair["rejected"])}
 
 
-def measure(trainer: Any, held: list[dict[str, Any]], log: Any, label: str) -> dict[str, float] | None:
+def measure(trainer: Any, held: list[dict[str, Any]], log: Any, label: str) -> dict[str, Any] | None:
     """Held-out preference figures of the model as it is now; 'loss' is the chosen answers' SFT loss."""
     import time
 
-    from tuneforge.evaluation.preference import score_pairs
+    from tuneforge.evaluation.preference import length_note, score_pairs
     from tuneforge.recipe.oom import unless_out_of_memory
 
     started = time.monotonic()
@@ -70,7 +70,7 @@ def measure(trainer: Any, held: list[dict[str, Any]], log: Any, label: str) -> d
     if figures is not None:
         log.info(f"held-out preferences, {label}: accuracy {100 * figures['accuracy']:.1f}%, margin "
                  f"{figures['margin']:+.3f} nats, chosen-answer loss {figures['loss']:.4f} on {figures['pairs']} "
-                 f"pairs ({time.monotonic() - started:.0f} s)")  # fmt: skip
+                 f"pairs ({time.monotonic() - started:.0f} s); {length_note(figures)}")  # fmt: skip
     return figures
 
 
