@@ -13,8 +13,9 @@ rows) keeps the fp32 weights, where the CPU's fp32 or AMX kernels are faster tha
 - int8 (`Int8Decode`), for up to 8 rows: each weight row is scaled by its own largest value and
   rounded to 8 bits (a quarter of fp32's bytes), and the step's rows are rounded to bf16 for
   PyTorch's weight-only int8 kernel (`_weight_int8pack_mm`, the one gpt-fast uses on CPUs). On
-  the 2-core AMX Xeon, 576×1536 at one row: fp32 131 µs, bf16 127, fp16 57 (warm), int8 35; at 8
-  rows: fp32 227, int8 144; at 40 rows int8 is the slowest (592), hence the cut at 8 rows.
+  the 2-core AMX Xeon, 576×1536 at one row (weights not in cache): fp32 131 µs, bf16 127, int8
+  35; at 8 rows: fp32 227, int8 144; at 40 rows int8 is the slower (592 against 464), hence the cut at
+  8 rows.
   Written here, not taken from torchao: torchao 0.18's int8 weight-only tensor runs eager CPU
   steps 2.4x slower than fp32 (89 vs 37.5 ms a token) and is fast only under torch.compile,
   which takes ~50 s to start and compiles again for every new batch shape. The kernel needs the
