@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import torch
 
 from tuneforge.serving.decode_copies import DecodeCopies, HalfDecode, Int8Decode
@@ -130,3 +131,17 @@ def test_int8_leaves_a_layer_the_kernel_cannot_take_in_fp32():
     assert [module for module, _ in decode.layers] == [model[0]]
     assert all(torch.equal(layer.weight, w) for layer, w in zip(model, reference, strict=True))
     assert not torch.equal(got, want) and torch.allclose(got, want, rtol=0, atol=5e-2 * want.abs().max())
+
+
+def test_int8_on_a_gpu_stops_before_the_model_loads(tiny_results, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tuneforge.cli import app
+    from tuneforge.machine import devices
+    from tuneforge.serving import loading
+
+    monkeypatch.setattr(devices, "inference_device", lambda: ("cuda", "bf16"))
+    monkeypatch.setattr(loading, "load_engine", lambda *a, **k: pytest.fail("the model loaded"))
+    result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--precision", "int8"])
+    assert result.exit_code == 2, result.output
+    assert "serve.precision is int8" in result.output and "cuda" in result.output and "bf16" in result.output

@@ -25,10 +25,11 @@ def run_serve(
     checksums: bool = True,
 ) -> None:
     from tuneforge.config_resolve import resolve_config
-    from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
+    from tuneforge.serving.loading import base_model_name, check_precision, load_engine, parse_adapter_specs
 
     serve = resolve_config(cli_values or {}, config_file, use_profile=False).config.serve
     check_exposure(serve.host, serve.api_key, insecure_no_key)
+    check_precision(serve.precision)
     specs = parse_adapter_specs(adapters or ([] if model else ["results"]), checksums)  # all whole, or none served
     base = base_model_name(specs, model)
     sock = bind(serve.host, serve.port)

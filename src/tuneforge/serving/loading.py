@@ -137,6 +137,18 @@ def _load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], 
     return engine
 
 
+def check_precision(precision: str) -> None:
+    """Before any model loads: int8's kernel and its measured gain are the CPU's."""
+    from tuneforge.machine.devices import inference_device
+
+    device = inference_device()[0]
+    if precision == "int8" and device != "cpu":
+        raise UserError(
+            f"serve.precision is int8, which is for serving on a CPU, and this server would run on {device}. "
+            "Use --precision bf16, or leave it at auto, on a GPU."
+        )
+
+
 def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> None:
     """serve --precision bf16, fp16 or int8: fewer bytes read per decoded token, fp32 stays the default.
 
@@ -157,12 +169,7 @@ def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> 
     elif precision in ("fp16", "int8"):
         from tuneforge.serving.decode_copies import HalfDecode, Int8Decode
 
-        device = next(engine.model.parameters()).device.type
-        if precision == "int8" and device != "cpu":
-            raise UserError(
-                f"serve.precision int8 is for serving on a CPU, and this server runs on {device}. "
-                "Use --precision bf16 (or leave it at auto) on a GPU."
-            )
+        check_precision(precision)
         copies = HalfDecode(engine.model) if precision == "fp16" else Int8Decode(engine.model)
         engine.router.after_merge = copies.refresh
         which = "one request's decode steps" if copies.rows == 1 else f"decode steps of up to {copies.rows} requests"
