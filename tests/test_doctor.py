@@ -230,3 +230,27 @@ def test_doctor_survives_broken_torch():
     _same_machine(hw, detect_hardware(".").model_dump(), skip=TORCH_FIELDS)  # the rest is still found
     assert any(w.startswith("torch could not be imported") for w in report["profile"]["warnings"])
     _check_report(report, SMALL)
+
+
+@pytest.mark.parametrize(
+    ("hw", "advised", "said"),
+    [
+        (CPU_TORCH_ON_GPU_BOX.model_copy(update={"cpu_bf16": True}), "int8", "AVX-512 BF16 or AMX"),
+        (CPU_TORCH_ON_GPU_BOX, "fp16", "without AVX-512 BF16 or AMX"),
+        (fake_cuda(1), "auto", "the GPU"),
+    ],
+)
+def test_doctor_advises_a_serve_precision_for_the_machine(hw, advised, said, fake_machine, capsys, monkeypatch):
+    """Advice, measured per CPU kind; the config's serve.precision default stays auto."""
+    from tuneforge.config import ServeSection
+
+    fake_machine(hw)
+    run_doctor(json_out=True)
+    serve = _json_alone(capsys.readouterr().out)["serve"]
+    assert (serve["key"], serve["value"]) == ("serve.precision", advised) and said in serve["reason"]
+    assert ServeSection().precision == "auto"
+    ServeSection(precision=advised)  # a value serve takes
+    monkeypatch.setenv("COLUMNS", "400")
+    run_doctor()
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert f"--precision {advised}" in lines and any(line.startswith(f"{advised}: ") for line in lines)

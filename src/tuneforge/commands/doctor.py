@@ -14,7 +14,7 @@ from typing import Any
 
 from tuneforge.machine.finetune_memory import FinetuneFit, finetune_fits
 from tuneforge.machine.hardware import Hardware, detect_hardware
-from tuneforge.machine.profile import Profile, params_label, recommend_profile
+from tuneforge.machine.profile import Profile, params_label, recommend_profile, serve_precision
 from tuneforge.presets import estimate_model_params
 
 
@@ -44,6 +44,7 @@ def doctor_report(model: str = "smollm2-135m", disk_path: str | Path = ".") -> d
         "model": model,
         "model_params": params,
         "finetune": [fit.model_dump() for fit in profile_fits(hw, profile, params)],
+        "serve": serve_precision(hw).model_dump(),
     }
 
 
@@ -87,6 +88,10 @@ def _print_report(hw: Hardware, profile: Profile, model: str, params: int, fits:
         console.print(f"  [cyan]{s.key}[/cyan] = [bold]{escape(str(s.value))}[/bold]")
         console.print(Padding(Text(s.reason, style="dim"), (0, 0, 0, 6)))
     _print_fits(console, fits, profile)
+    advice = serve_precision(hw)
+    console.print("\n[bold]Serving[/bold] (tuneforge serve; not applied, the default stays auto)")
+    console.print(f"  [cyan]--precision[/cyan] [bold]{advice.value}[/bold]")
+    console.print(Padding(Text(advice.reason, style="dim"), (0, 0, 0, 6)))
     if profile.warnings:
         console.print("\n[bold yellow]Warnings[/bold yellow]")
         for warning in profile.warnings:
