@@ -18,6 +18,10 @@ half the clients streaming:
     python benchmarks/serve_load.py --adapter results --clients 1 --seconds 60 --max-tokens 64 \
         --max-batch 1 --max-batch 8        # single-stream decoding speed
 
+Per streamed request it also times decoding alone: the tokens after the first over the time
+after the first (`stream_decode_tokens_per_s_p50`), without the request's own overhead and
+prefill. `--temperature 0` asks for greedy answers, as issue 20's single-stream figure did.
+
 `--precision` is repeatable the same way (one value applies to every server), and `--warmup S`
 reports the RSS when the first S seconds are over beside the RSS at the end: a soak.
 
@@ -71,6 +75,9 @@ def parse_args() -> argparse.Namespace:
         "--precision",
         action="append",
         help="serve --precision (fp32, bf16, fp16, int8); repeat to compare, paired with --max-batch",
+    )
+    parser.add_argument(
+        "--temperature", type=float, help="sent with each request (0: greedy); the API's default 1.0 when not given"
     )
     parser.add_argument("--warmup", type=float, default=0, help="seconds of warm-up: RSS growth is counted after it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -143,6 +150,8 @@ async def client(http: httpx.AsyncClient, body: dict, deadline: float, stream: b
                     status = response.status_code
                 if first is not None:
                     out["first_token"].append(first)
+                    if status == 200 and tokens > 1:  # decoding alone: the tokens after the first, over their time
+                        out["decode_each"].append((tokens - 1) / max(time.monotonic() - started - first, 1e-9))
             else:
                 response = await http.post("/v1/chat/completions", json=body)
                 status = response.status_code
@@ -172,9 +181,17 @@ async def run_load(url: str, args: argparse.Namespace, model: str, pid: int | No
         "model": model,
         "messages": [{"role": "user", "content": QUESTION}],
         "max_tokens": args.max_tokens,
+        **({} if args.temperature is None else {"temperature": args.temperature}),
     }
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    out: dict = {"latencies": [], "first_token": [], "errors": {}, "tokens": 0, "tokens_per_s_each": []}
+    out: dict = {
+        "latencies": [],
+        "first_token": [],
+        "errors": {},
+        "tokens": 0,
+        "tokens_per_s_each": [],
+        "decode_each": [],
+    }
     started = time.monotonic()
     deadline = started + args.seconds
     limits = httpx.Limits(max_connections=args.clients)
@@ -213,6 +230,8 @@ def report(out: dict, args: argparse.Namespace, model: str, before: float | None
         "tokens_per_s_per_request_p50": percentile(out["tokens_per_s_each"], 0.5) and round(
             percentile(out["tokens_per_s_each"], 0.5) or 0, 1),
         "p50_ms": ms(percentile(out["latencies"], 0.5)), "p95_ms": ms(percentile(out["latencies"], 0.95)),
+        "stream_decode_tokens_per_s_p50": percentile(out["decode_each"], 0.5) and round(
+            percentile(out["decode_each"], 0.5) or 0, 1),
         "first_token_p50_ms": ms(percentile(out["first_token"], 0.5)),
         "first_token_p95_ms": ms(percentile(out["first_token"], 0.95)), "errors": out["errors"],
         "rss_before_mb": before and round(before, 1), "rss_peak_mb": out.get("rss_peak_mb") and round(out["rss_peak_mb"], 1),
