@@ -54,7 +54,6 @@ def score_pairs(model: Any, rows: list[dict], batch_size: int = 8, bf16: bool = 
     chosen_sum: list[float] = []
     rejected_sum: list[float] = []
     lengths: list[tuple[int, int]] = []  # (chosen, rejected) answer tokens of each pair
-    tokens = 0
     try:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for start in range(0, len(rows), batch_size):
@@ -63,7 +62,6 @@ def score_pairs(model: Any, rows: list[dict], batch_size: int = 8, bf16: bool = 
                 chosen_sum += sums[: len(batch)].tolist()
                 rejected_sum += sums[len(batch) :].tolist()
                 lengths += zip(counts[: len(batch)].tolist(), counts[len(batch) :].tolist(), strict=True)
-                tokens += int(counts[: len(batch)].sum())
     finally:
         model.train(was_training)
     margins = [c - r for c, r in zip(chosen_sum, rejected_sum)]
@@ -73,7 +71,7 @@ def score_pairs(model: Any, rows: list[dict], batch_size: int = 8, bf16: bool = 
         "pairs": len(rows),
         "accuracy": sum(m > 0 for m in margins) / len(margins),
         "margin": sum(margins) / len(margins),
-        "loss": -sum(chosen_sum) / max(tokens, 1),
+        "loss": -sum(chosen_sum) / max(sum(n for n, _ in lengths), 1),
         "accuracy_per_token": sum(per_token) / len(per_token),
         "pairs_chosen_longer": len(longer),
         "accuracy_chosen_longer": sum(longer) / len(longer) if longer else None,
