@@ -22,7 +22,8 @@ Per streamed request it also times decoding alone: the tokens after the first ov
 after the first (`stream_decode_tokens_per_s_p50`), without the request's own overhead and
 prefill. `--temperature 0` asks for greedy answers, as issue 20's single-stream figure did.
 
-`--precision` is repeatable the same way (one value applies to every server), and `--warmup S`
+`--precision` and `--compile on|off` are repeatable the same way (one value applies to every
+server), and `--warmup S`
 reports the RSS when the first S seconds are over beside the RSS at the end: a soak.
 
     python benchmarks/serve_load.py --adapter results --clients 8 --seconds 300 --warmup 60 --max-batch 8
@@ -49,6 +50,7 @@ import httpx
 import psutil
 
 MAX_CLIENTS, MAX_SECONDS = 64, 600
+Server = tuple[int | None, str | None, str | None]  # serve --max-batch, --precision, --compile (on/off)
 QUESTION = "Please tell me about Bursitis."
 
 
@@ -77,6 +79,12 @@ def parse_args() -> argparse.Namespace:
         help="serve --precision (fp32, bf16, fp16, int8); repeat to compare, paired with --max-batch",
     )
     parser.add_argument(
+        "--compile",
+        action="append",
+        choices=["on", "off"],
+        help="serve --compile (on) or not (off); repeat to compare, paired with --max-batch",
+    )
+    parser.add_argument(
         "--temperature", type=float, help="sent with each request (0: greedy); the API's default 1.0 when not given"
     )
     parser.add_argument("--warmup", type=float, default=0, help="seconds of warm-up: RSS growth is counted after it")
@@ -98,7 +106,7 @@ def free_port() -> int:
 
 
 def start_server(
-    args: argparse.Namespace, max_batch: int | None, precision: str | None
+    args: argparse.Namespace, max_batch: int | None, precision: str | None, compiled: str | None
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     script = Path(sys.executable).with_name("tuneforge")
@@ -108,6 +116,7 @@ def start_server(
     command += ["--model", args.model] if args.model else []
     command += ["--max-batch", str(max_batch)] if max_batch else []
     command += ["--precision", precision] if precision else []
+    command += ["--compile"] if compiled == "on" else []
     env = {**os.environ, **({"TUNEFORGE_API_KEY": args.api_key} if args.api_key else {})}
     log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)  # noqa: SIM115
     # a file, not a pipe: nobody drains a pipe during the run, and a full one would stall the server
@@ -215,7 +224,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def report(out: dict, args: argparse.Namespace, model: str, before: float | None, after: float | None,
-           server: tuple[int | None, str | None]) -> dict:  # fmt: skip
+           server: Server) -> dict:  # fmt: skip
     done = len(out["latencies"])
     warm = out.get("rss_warm_mb") if args.warmup else None
 
@@ -223,7 +232,8 @@ def report(out: dict, args: argparse.Namespace, model: str, before: float | None
         return None if seconds is None else round(seconds * 1000, 1)
 
     return {
-        "max_batch": server[0], "precision": server[1] or "auto", "clients": args.clients, "seconds": round(out["elapsed_s"], 1), "model": model,
+        "max_batch": server[0], "precision": server[1] or "auto",
+        "compile": server[2] == "on", "clients": args.clients, "seconds": round(out["elapsed_s"], 1), "model": model,
         "stream": "half" if args.half_stream else args.stream, "max_tokens": args.max_tokens,
         "requests_ok": done, "requests_per_s": round(done / out["elapsed_s"], 2),
         "tokens_per_s": round(out["tokens"] / out["elapsed_s"], 1),
@@ -242,7 +252,7 @@ def report(out: dict, args: argparse.Namespace, model: str, before: float | None
     }  # fmt: skip
 
 
-def measure(args: argparse.Namespace, server: tuple[int | None, str | None]) -> dict:
+def measure(args: argparse.Namespace, server: Server) -> dict:
     process, url = (None, args.url) if args.url else start_server(args, *server)
     pid = process.pid if process else args.server_pid
     try:
@@ -258,13 +268,13 @@ def measure(args: argparse.Namespace, server: tuple[int | None, str | None]) -> 
             process.wait(15)
 
 
-def servers(args: argparse.Namespace) -> list[tuple[int | None, str | None]]:
-    """(max_batch, precision) per server: repeated flags pair up in order; a single value goes with each."""
-    batches, precisions = args.max_batch or [None], args.precision or [None]
-    count = max(len(batches), len(precisions))
-    if {len(batches), len(precisions)} - {1, count}:
-        sys.exit("--max-batch and --precision: give each once, or both the same number of times")
-    return [(batches[i % len(batches)], precisions[i % len(precisions)]) for i in range(count)]
+def servers(args: argparse.Namespace) -> list[Server]:
+    """(max_batch, precision, compile) per server: repeated flags pair up in order; a single value goes with each."""
+    lists = [args.max_batch or [None], args.precision or [None], args.compile or [None]]
+    count = max(len(values) for values in lists)
+    if {len(values) for values in lists} - {1, count}:
+        sys.exit("--max-batch, --precision and --compile: give each once, or all the same number of times")
+    return [tuple(values[i % len(values)] for values in lists) for i in range(count)]  # type: ignore[misc]
 
 
 def main() -> None:
@@ -274,7 +284,13 @@ def main() -> None:
         print(json.dumps(results if len(results) > 1 else results[0]))
         return
     keys = list(results[0])
-    print(f"{'':>30}" + "".join(f"{'batch ' + str(r['max_batch']) + ' ' + r['precision']:>22}" for r in results))
+    print(
+        f"{'':>30}"
+        + "".join(
+            f"{'batch ' + str(r['max_batch']) + ' ' + r['precision'] + (' +c' if r['compile'] else ''):>22}"
+            for r in results
+        )
+    )
     for key in keys[1:]:
         print(f"{key:>30}" + "".join(f"{str(r[key]):>22}" for r in results))
     first = results[0]["tokens_per_s"]

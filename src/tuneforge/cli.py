@@ -434,6 +434,7 @@ def serve(
     queue_size: Annotated[Optional[int], _opt("serve.queue_size", "--queue-size")] = None,
     max_batch: Annotated[Optional[int], _opt("serve.max_batch", "--max-batch")] = None,
     precision: Annotated[Optional[str], _opt("serve.precision", "--precision")] = None,
+    compile_decode: Annotated[Optional[bool], _opt("serve.compile", "--compile/--no-compile")] = None,
     config: Annotated[
         Optional[Path], typer.Option("--config", help="YAML file with a serve: section (host, port, api_key).")
     ] = None,
@@ -443,7 +444,8 @@ def serve(
     """Serve the tuned model behind an OpenAI-compatible API, with a chat page at /."""
     cli_values = {"serve.host": host, "serve.port": port, "serve.api_key": api_key,
                   "serve.max_tokens_cap": max_tokens_cap, "serve.queue_size": queue_size,
-                  "serve.max_batch": max_batch, "serve.precision": precision}  # fmt: skip
+                  "serve.max_batch": max_batch, "serve.precision": precision,
+                  "serve.compile": compile_decode}  # fmt: skip
 
     def go() -> None:
         from tuneforge.commands.serve import run_serve

@@ -228,6 +228,13 @@ class ServeSection(Section):
         "change. bf16 halves the weights' memory; on a CPU without AVX-512 BF16 or AMX prompts run slower, and "
         "more greedy answers change.",
     )
+    compile: bool = Field(
+        False,
+        description="Compile one request's decode step with torch.compile before serving (about 1.5 minutes at "
+        "each start; on a CPU it needs a C++ compiler such as g++): 1.3x the tokens/s of a lone client on a 2-core "
+        "CPU. Batches of several requests, prompts and other adapters run as without it. A greedy answer may change "
+        "in a near-tie token.",
+    )
 
 
 # What `tuneforge sweep` may search: the key, and the kind of range it takes. Here, beside the

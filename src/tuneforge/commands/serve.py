@@ -29,13 +29,13 @@ def run_serve(
 
     serve = resolve_config(cli_values or {}, config_file, use_profile=False).config.serve
     check_exposure(serve.host, serve.api_key, insecure_no_key)
-    check_precision(serve.precision)
+    check_precision(serve.precision, serve.compile)
     specs = parse_adapter_specs(adapters or ([] if model else ["results"]), checksums)  # all whole, or none served
     base = base_model_name(specs, model)
     sock = bind(serve.host, serve.port)
     limits = Limits(max_tokens_cap=serve.max_tokens_cap, queue_size=serve.queue_size, max_batch=serve.max_batch)
     try:
-        engine = load_engine(specs, base, precision=serve.precision)
+        engine = load_engine(specs, base, precision=serve.precision, compile_decode=serve.compile)
         _serve(engine, sock, serve.api_key, limits)
     finally:
         sock.close()

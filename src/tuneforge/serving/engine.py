@@ -4,7 +4,8 @@ peft keeps several adapters on one base (`load_adapter`); adapters.py picks the 
 forward runs with. The name 'base' runs with every adapter switched off, so the base weights
 are loaded once whatever the number of models served. Two ways to generate: `generate` runs
 one request alone through transformers' generate() (serve --max-batch 1, today's path), and
-`forward` is the one step batching.py calls for many requests at once. Both run on one
+`forward` is the one step batching.py calls for many requests at once (a lone request's
+decode step through torch.compile with serve --compile: compiled_decode.py). Both run on one
 worker thread, so switching the active adapter before a forward is safe.
 """
 
@@ -34,6 +35,7 @@ class Engine:
         self.adapters = adapters
         self.context_length = context_length
         self.chat_template = chat_template
+        self.compiled: Any = None  # serve --compile: compiled_decode.CompiledDecode
 
     @property
     def names(self) -> list[str]:
@@ -111,7 +113,9 @@ class Engine:
 
     def forward(self, names: list[str], **inputs: Any) -> Any:
         """One forward for rows that want the models `names` (batching.py); the logits."""
-        return self.model(**inputs, use_cache=True, **self.router.prepare(names)).logits
+        compiled = self.compiled is not None and self.compiled.takes(names, inputs)
+        model = self.compiled.model if compiled else self.model
+        return model(**inputs, use_cache=True, **self.router.prepare(names)).logits
 
     def _config(self, job: Job):
         import copy

@@ -99,23 +99,24 @@ def base_model_name(specs: list[AdapterSpec], override: str | None) -> str:
 
 def load_engine(
     specs: list[AdapterSpec], base_name: str, log: Callable[[str], None] = print, merge: bool = True,
-    precision: str = "auto",
+    precision: str = "auto", compile_decode: bool = False,
 ) -> Engine:  # fmt: skip
     """One base model on the inference device, the adapters attached to it, and the run's tokenizer.
 
     `merge`: a lone adapter is merged into the base weights (adapters.py says why).
     `precision`: "bf16" casts the weights after the merge, "fp16" and "int8" add copies for decode
-    steps (`to_precision` says why).
+    steps (`to_precision` says why). `compile_decode`: a lone request's decode step is compiled
+    before the engine is returned (compiled_decode.py).
     The work runs on a thread that ends with it, so the thread that decodes later is the only one
     with an OpenMP team (machine/threads.py: 57 vs 33 tokens/s for 8 clients on 2 cores).
     """
     from tuneforge.machine.threads import on_passing_thread
 
-    return on_passing_thread(_load_engine, specs, base_name, log, merge, precision)
+    return on_passing_thread(_load_engine, specs, base_name, log, merge, precision, compile_decode)
 
 
 def _load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], None], merge: bool,
-                 precision: str) -> Engine:  # fmt: skip
+                 precision: str, compile_decode: bool) -> Engine:  # fmt: skip
     from tuneforge.machine.devices import inference_device
     from tuneforge.models.loading import load_for_inference, model_path, resolve_model
     from tuneforge.models.tokenizer import load_tokenizer_from
@@ -134,14 +135,20 @@ def _load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], 
     context = _context_length(model.config, tokenizer)
     engine = Engine(model, tokenizer, [s.name for s in specs], context, tokenizer.chat_template, merge=merge)
     to_precision(engine, precision, log)
+    if compile_decode:
+        from tuneforge.serving.compiled_decode import compile_decode as compile_step
+
+        compile_step(engine, log)
     return engine
 
 
-def check_precision(precision: str) -> None:
-    """Before any model loads: int8's kernel and its measured gain are the CPU's."""
+def check_precision(precision: str, compile_decode: bool = False) -> None:
+    """Before any model loads: int8's kernel and its measured gain are the CPU's; --compile needs a compiler."""
     from tuneforge.machine.devices import inference_device
+    from tuneforge.serving.compiled_decode import check_compile
 
     device = inference_device()[0]
+    check_compile(compile_decode, device)
     if precision == "int8" and device != "cpu":
         raise UserError(
             f"serve.precision is int8, which is for serving on a CPU, and this server would run on {device}. "

@@ -1,0 +1,65 @@
+"""Guards serve --compile: a lone request's decode steps run compiled, answer as eager, and no request waits for a compile."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tuneforge.serving import compiled_decode
+from tuneforge.serving.compiled_decode import CompiledDecode
+from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
+
+from .test_serve_batching import answers, jobs_for, run_batched
+
+
+def graphs() -> int:
+    """How many graphs dynamo has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@pytest.mark.slow
+def test_lone_requests_decode_compiled_and_answer_as_eager_with_no_compile_while_serving(tiny_results, monkeypatch):
+    specs = parse_adapter_specs([f"tuned={tiny_results}"])
+    eager = load_engine(specs, base_model_name(specs, None), log=lambda _: None)
+    before = graphs()
+    lines: list[str] = []
+    compiled = load_engine(specs, base_model_name(specs, None), log=lines.append, compile_decode=True)
+    assert graphs() > before, "the decode step was not compiled at load"
+    assert any("compiled in" in line for line in lines)
+    loaded = graphs()
+
+    used: list[bool] = []
+    takes = CompiledDecode.takes
+    monkeypatch.setattr(CompiledDecode, "takes", lambda self, *a: used.append(takes(self, *a)) or used[-1])
+    models = ["tuned", "base"]
+    expected = [eager.generate(job) for job in jobs_for(eager, models)]
+    one_at_a_time = [run_batched(compiled, [job], 8)[0] for job in jobs_for(compiled, models)]
+    assert answers(one_at_a_time) == answers(expected)
+    together = run_batched(compiled, jobs_for(compiled, models), 8)  # several rows, and 'base' rows: eager
+    assert answers(together) == answers(expected)
+    assert any(used) and not all(used), "lone 'tuned' steps run compiled, the rest eager"
+    assert graphs() == loaded, "a request made dynamo compile again: a client waited for it"
+
+
+def test_compile_without_a_cxx_compiler_or_on_mps_stops_before_the_model_loads(tiny_results, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tuneforge.cli import app
+    from tuneforge.machine import devices
+    from tuneforge.serving import loading
+
+    monkeypatch.setattr(loading, "load_engine", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(compiled_decode.shutil, "which", lambda name: None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--port", port, "--compile"])
+    assert result.exit_code == 2, result.output
+    assert "serve.compile" in result.output and "g++" in result.output and "--compile off" in result.output
+
+    monkeypatch.setattr(devices, "inference_device", lambda: ("mps", "fp16"))
+    result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--port", port, "--compile"])
+    assert result.exit_code == 2 and "mps" in result.output, result.output
