@@ -230,9 +230,9 @@ class ServeSection(Section):
     )
     compile: bool = Field(
         False,
-        description="Compile one request's decode step with torch.compile before serving (about 1.5 minutes at "
-        "each start; on a CPU it needs a C++ compiler such as g++): 1.3x the tokens/s of a lone client on a 2-core "
-        "CPU. Batches of several requests, prompts and other adapters run as without it. A greedy answer may change "
+        description="Compile one request's decode step with torch.compile before serving (1.5 minutes the first "
+        "time, about 30 s at later starts; on a CPU it needs a C++ compiler such as g++): 1.2-1.25x the tokens/s of a "
+        "lone client on a 2-core CPU. Batches of several requests, prompts and other adapters run as without it. A greedy answer may change "
         "in a near-tie token.",
     )
 
