@@ -44,7 +44,7 @@ def test_lone_requests_decode_compiled_and_answer_as_eager_with_no_compile_while
     assert graphs() == loaded, "a request made dynamo compile again: a client waited for it"
 
 
-def test_compile_without_a_cxx_compiler_or_on_mps_stops_before_the_model_loads(tiny_results, monkeypatch):
+def test_compile_without_a_cxx_compiler_with_max_batch_1_or_on_mps_stops_before_the_model_loads(tiny_results, monkeypatch):
     from typer.testing import CliRunner
 
     from tuneforge.cli import app
@@ -59,6 +59,9 @@ def test_compile_without_a_cxx_compiler_or_on_mps_stops_before_the_model_loads(t
     result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--port", port, "--compile"])
     assert result.exit_code == 2, result.output
     assert "serve.compile" in result.output and "g++" in result.output and "--compile off" in result.output
+
+    result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--compile", "--max-batch", "1"])
+    assert result.exit_code == 2 and "serve.max_batch 1" in result.output and "generate()" in result.output
 
     monkeypatch.setattr(devices, "inference_device", lambda: ("mps", "fp16"))
     result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--port", port, "--compile"])

@@ -29,7 +29,7 @@ def run_serve(
 
     serve = resolve_config(cli_values or {}, config_file, use_profile=False).config.serve
     check_exposure(serve.host, serve.api_key, insecure_no_key)
-    check_precision(serve.precision, serve.compile)
+    check_precision(serve.precision, serve.compile, serve.max_batch)
     specs = parse_adapter_specs(adapters or ([] if model else ["results"]), checksums)  # all whole, or none served
     base = base_model_name(specs, model)
     sock = bind(serve.host, serve.port)

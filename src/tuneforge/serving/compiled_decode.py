@@ -31,10 +31,16 @@ from tuneforge.errors import UserError
 _CXX = ("g++", "c++", "clang++", "cl")
 
 
-def check_compile(compile_decode: bool, device: str) -> None:
-    """Before any model loads: inductor needs a C++ compiler on a CPU, and MPS has no inductor backend."""
+def check_compile(compile_decode: bool, device: str, max_batch: int) -> None:
+    """Before any model loads: the batched path, a C++ compiler for inductor on a CPU, and no MPS."""
     if not compile_decode:
         return
+    if max_batch == 1:
+        raise UserError(
+            "serve.compile is true with serve.max_batch 1, but --max-batch 1 serves each request through "
+            "transformers' generate(), which --compile does not touch: it would only add start-up time. Leave "
+            "--max-batch at its default (8), or drop --compile."
+        )
     if device == "mps":
         raise UserError(
             "serve.compile is true, but this server would run on Apple's GPU (mps), where torch.compile does not "

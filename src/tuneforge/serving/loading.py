@@ -142,13 +142,13 @@ def _load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], 
     return engine
 
 
-def check_precision(precision: str, compile_decode: bool = False) -> None:
+def check_precision(precision: str, compile_decode: bool = False, max_batch: int = 8) -> None:
     """Before any model loads: int8's kernel and its measured gain are the CPU's; --compile needs a compiler."""
     from tuneforge.machine.devices import inference_device
     from tuneforge.serving.compiled_decode import check_compile
 
     device = inference_device()[0]
-    check_compile(compile_decode, device)
+    check_compile(compile_decode, device, max_batch)
     if precision == "int8" and device != "cpu":
         raise UserError(
             f"serve.precision is int8, which is for serving on a CPU, and this server would run on {device}. "
