@@ -44,7 +44,9 @@ def test_lone_requests_decode_compiled_and_answer_as_eager_with_no_compile_while
     assert graphs() == loaded, "a request made dynamo compile again: a client waited for it"
 
 
-def test_compile_without_a_cxx_compiler_with_max_batch_1_or_on_mps_stops_before_the_model_loads(tiny_results, monkeypatch):
+def test_compile_without_a_cxx_compiler_with_max_batch_1_or_on_mps_stops_before_the_model_loads(
+    tiny_results, monkeypatch
+):
     from typer.testing import CliRunner
 
     from tuneforge.cli import app
