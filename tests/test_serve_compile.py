@@ -10,7 +10,7 @@ from tuneforge.serving import compiled_decode
 from tuneforge.serving.compiled_decode import CompiledDecode
 from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
 
-from .test_serve_batching import answers, jobs_for, run_batched
+from .test_serve_batching import answers, jobs_for, run_batched, scaled_adapter
 
 
 def graphs() -> int:
@@ -42,6 +42,23 @@ def test_lone_requests_decode_compiled_and_answer_as_eager_with_no_compile_while
     assert answers(together) == answers(expected)
     assert any(used) and not all(used), "lone 'tuned' steps run compiled, the rest eager"
     assert graphs() == loaded, "a request made dynamo compile again: a client waited for it"
+
+
+@pytest.mark.slow
+def test_with_two_adapters_the_first_decodes_compiled_and_switching_adapters_never_compiles_again(
+    tiny_results, tmp_path
+):
+    other = scaled_adapter(tiny_results, tmp_path / "other", -3.0)
+    specs = parse_adapter_specs([f"tuned={tiny_results}", f"other={other}"])
+    eager = load_engine(specs, base_model_name(specs, None), log=lambda _: None)
+    compiled = load_engine(specs, base_model_name(specs, None), log=lambda _: None, compile_decode=True)
+    assert compiled.compiled.name == "tuned"
+    loaded = graphs()
+    models = ["tuned", "other", "base"]  # one request at a time, the adapter switching at every request
+    expected = [eager.generate(job) for job in jobs_for(eager, models)]
+    assert len({r.text for r in expected[:3]}) == 3, "the three models must answer differently for this test to bite"
+    assert answers([run_batched(compiled, [job], 8)[0] for job in jobs_for(compiled, models)]) == answers(expected)
+    assert graphs() == loaded, "switching adapters made dynamo compile again: a client waited for it"
 
 
 def test_compile_without_a_cxx_compiler_with_max_batch_1_or_on_mps_stops_before_the_model_loads(
