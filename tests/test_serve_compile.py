@@ -43,6 +43,13 @@ def test_lone_requests_decode_compiled_and_answer_as_eager_with_no_compile_while
     assert any(used) and not all(used), "lone 'tuned' steps run compiled, the rest eager"
     assert graphs() == loaded, "a request made dynamo compile again: a client waited for it"
 
+    # the guards on a call's inputs stay (compiled_decode._input_guards_only): rows of a batch sent to
+    # the one-row graph make dynamo compile a graph for them, never run the wrong one
+    monkeypatch.setattr(CompiledDecode, "takes", lambda self, names, inputs: takes(self, names[:1], inputs))
+    expected = [eager.generate(job) for job in jobs_for(eager, ["tuned"])]
+    assert answers(run_batched(compiled, jobs_for(compiled, ["tuned"]), 8)) == answers(expected)
+    assert graphs() > loaded, "several rows ran through the one-row graph: the guards on the inputs were dropped"
+
 
 @pytest.mark.slow
 def test_with_two_adapters_the_first_decodes_compiled_and_switching_adapters_never_compiles_again(

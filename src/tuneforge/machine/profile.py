@@ -137,7 +137,7 @@ def serve_precision(hw: Hardware) -> Setting:
     if hw.cpu_bf16:
         return Setting(key="serve.precision", value="int8", reason=(
             "int8: this CPU has AVX-512 BF16 or AMX, where 8-bit weight copies make decode steps faster "
-            "(2-core Xeon: one greedy client 33.9 instead of 24.6 tokens/s, 42.2 adding --compile; 8 clients 99.9 "
+            "(2-core Xeon: one greedy client 33.9 instead of 24.6 tokens/s, 46.6 adding --compile; 8 clients 99.9 "
             "instead of 73.8); some greedy answers change, so the default stays fp32"))  # fmt: skip
     return Setting(key="serve.precision", value="fp16", reason=(
         "fp16: on a CPU without AVX-512 BF16 or AMX, fp16 weight copies make one client's decode steps faster "

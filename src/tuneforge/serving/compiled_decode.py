@@ -4,8 +4,9 @@ Why: on a CPU, a decode step of one row of the 135M model does about 11 ms of we
 (int8) but takes 25-26 ms, because it is some 2,000 small operations, each a few µs of
 dispatch. Inductor fuses the norms, the rotary embedding and the activations into a few
 generated C++ kernels. Measured on the 2-core AMX Xeon, one row with --precision int8: 26.4 ms
-a step eager, 19.4 ms compiled; one greedy client of the server: 33.9 -> 42.2 tokens/s, and
-fp32 24.6 -> 28.8 (docs/PERFORMANCE.md).
+a step eager, 19.4 ms compiled, 17.5 once dynamo checks only the inputs' guards
+(`_input_guards_only`); one greedy client of the server: 33.7 -> 46.6 tokens/s, and fp32 24.6 -> 29.7
+(docs/PERFORMANCE.md).
 
 Why only one row, and one model: compiling takes about 85 s the first time and 30 s once
 inductor's on-disk cache holds the kernels, for each shape and each adapter state dynamo sees. The batch-of-one graph is
@@ -62,12 +63,38 @@ class CompiledDecode:
 
         self.name = name
         # dynamic=True: the cache grows by a column every step; one graph serves every length
-        self.model = torch.compile(model, dynamic=True)
+        self.model = torch.compile(model, dynamic=True, options=_input_guards_only())
 
     def takes(self, names: list[str], inputs: dict[str, Any]) -> bool:
         """A decode step of one row for the compiled model; a prompt's last token (logits_to_keep) is not one."""
         one_token = inputs["input_ids"].shape[1] == 1 and "logits_to_keep" not in inputs
         return len(names) == 1 and names[0] == self.name and one_token
+
+
+def _input_guards_only() -> dict[str, Any] | None:
+    """Dynamo checks only the call's own inputs before running the graph: not module state, not globals.
+
+    Why: before every call, dynamo checks some 11,000 facts it read while tracing (each module's
+    attributes and weights, the globals transformers reads): ~2 ms of a 19.6 ms step (int8, the
+    2-core AMX Xeon; 17.5 ms with this filter, docs/PERFORMANCE.md). The server changes none of
+    them between calls that reach the compiled model: `takes` lets through only a step of one row
+    for the model it was compiled for, and the adapter router puts the weights in that model's
+    state (merged, active adapter) before the call. The guards on the inputs (the token, mask,
+    positions and cache: their shapes, dtypes and the symbolic shapes' bounds) stay, so an input
+    the graph was not built for still compiles again rather than running a wrong graph.
+    torch.compiler's filters for this are in torch 2.8 and later; before, every guard stays.
+    """
+    import torch.compiler as compiler
+
+    modules = getattr(compiler, "skip_guard_on_all_nn_modules_unsafe", None)
+    globals_ = getattr(compiler, "skip_guard_on_globals_unsafe", None)
+    if modules is None or globals_ is None:
+        return None
+
+    def keep(entries: list[Any]) -> list[bool]:
+        return [a and b for a, b in zip(modules(entries), globals_(entries), strict=True)]
+
+    return {"guard_filter_fn": keep}
 
 
 def compile_decode(engine: Any, log: Callable[[str], None]) -> None:
