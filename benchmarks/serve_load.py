@@ -22,6 +22,11 @@ Per streamed request it also times decoding alone: the tokens after the first ov
 after the first (`stream_decode_tokens_per_s_p50`), without the request's own overhead and
 prefill. `--temperature 0` asks for greedy answers, as issue 20's single-stream figure did.
 
+`--prompt TEXT` sends that text as a plain completion (/v1/completions) instead of the chat
+question, so another OpenAI-compatible server (llama-cpp-python's, given with --url) gets the
+same tokens whatever its chat template; streamed chunks are counted as tokens where a server
+sends no usage. docs/PERFORMANCE.md compares llama.cpp this way.
+
 `--precision` and `--compile on|off` are repeatable the same way (one value applies to every
 server), and `--warmup S`
 reports the RSS when the first S seconds are over beside the RSS at the end: a soak.
@@ -87,6 +92,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--temperature", type=float, help="sent with each request (0: greedy); the API's default 1.0 when not given"
     )
+    parser.add_argument(
+        "--prompt", help="send this text as a plain completion (/v1/completions) instead of the chat question"
+    )
     parser.add_argument("--warmup", type=float, default=0, help="seconds of warm-up: RSS growth is counted after it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -142,27 +150,36 @@ def rss_mb(pid: int | None) -> float | None:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
-async def client(http: httpx.AsyncClient, body: dict, deadline: float, stream: bool, out: dict) -> None:
+def chunk_text(chunk: dict) -> str:
+    """The text a streamed chunk adds: a chat delta's content, or a completion's text."""
+    return "".join((c.get("delta") or {}).get("content") or c.get("text") or "" for c in chunk.get("choices") or [])
+
+
+async def client(http: httpx.AsyncClient, path: str, body: dict, deadline: float, stream: bool, out: dict) -> None:
     body = {**body, "stream": stream, **({"stream_options": {"include_usage": True}} if stream else {})}
     while time.monotonic() < deadline:
         started, tokens = time.monotonic(), 0
         try:
             if stream:
-                first = None
-                async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                first, pieces = None, 0
+                async with http.stream("POST", path, json=body) as response:
                     async for line in response.aiter_lines():
-                        # the first chunk only names the role (content ""); time the first text
-                        if first is None and '"content":"' in line and '"content":""' not in line:
-                            first = time.monotonic() - started
-                        if '"usage":{' in line:  # the last chunk, asked for with include_usage
-                            tokens = json.loads(line.removeprefix("data: "))["usage"]["completion_tokens"]
+                        if not line.startswith("data: {"):
+                            continue
+                        chunk = json.loads(line.removeprefix("data: "))
+                        if chunk_text(chunk):  # the first chat chunk only names the role: time the first text
+                            pieces += 1
+                            first = time.monotonic() - started if first is None else first
+                        if chunk.get("usage"):  # the last chunk, asked for with include_usage
+                            tokens = chunk["usage"]["completion_tokens"]
                     status = response.status_code
+                tokens = tokens or pieces  # a server that ignores include_usage (llama-cpp-python): one piece a token
                 if first is not None:
                     out["first_token"].append(first)
                     if status == 200 and tokens > 1:  # decoding alone: the tokens after the first, over their time
                         out["decode_each"].append((tokens - 1) / max(time.monotonic() - started - first, 1e-9))
             else:
-                response = await http.post("/v1/chat/completions", json=body)
+                response = await http.post(path, json=body)
                 status = response.status_code
                 tokens = response.json()["usage"]["completion_tokens"] if status == 200 else 0
         except httpx.HTTPError as exc:
@@ -186,9 +203,12 @@ async def sample_peak(pid: int | None, deadline: float, warm: float, out: dict) 
 
 
 async def run_load(url: str, args: argparse.Namespace, model: str, pid: int | None) -> dict:
+    # --prompt: a plain completion of that text (/v1/completions), the same tokens whatever the chat template
+    path, asked = ("/v1/completions", {"prompt": args.prompt}) if args.prompt else (
+        "/v1/chat/completions", {"messages": [{"role": "user", "content": QUESTION}]})  # fmt: skip
     body = {
         "model": model,
-        "messages": [{"role": "user", "content": QUESTION}],
+        **asked,
         "max_tokens": args.max_tokens,
         **({} if args.temperature is None else {"temperature": args.temperature}),
     }
@@ -208,7 +228,7 @@ async def run_load(url: str, args: argparse.Namespace, model: str, pid: int | No
         await asyncio.gather(
             sample_peak(pid, deadline, started + args.warmup, out),
             *(
-                client(http, body, deadline, args.stream or (args.half_stream and i % 2 == 0), out)
+                client(http, path, body, deadline, args.stream or (args.half_stream and i % 2 == 0), out)
                 for i in range(args.clients)
             ),
         )
