@@ -92,3 +92,21 @@ def test_compile_without_a_cxx_compiler_with_max_batch_1_or_on_mps_stops_before_
     monkeypatch.setattr(devices, "inference_device", lambda: ("mps", "fp16"))
     result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--port", port, "--compile"])
     assert result.exit_code == 2 and "mps" in result.output, result.output
+
+
+def test_a_compile_that_fails_leaves_a_server_that_answers_as_eager_and_says_why(tiny_results, monkeypatch):
+    specs = parse_adapter_specs([f"tuned={tiny_results}"])
+    eager = load_engine(specs, base_model_name(specs, None), log=lambda _: None)
+    expected = [eager.generate(job) for job in jobs_for(eager, ["tuned"])]
+
+    def broken(self, model, name):  # what inductor raises when g++ cannot build its kernels
+        self.name = name
+        self.model = lambda **_: (_ for _ in ()).throw(RuntimeError("CppCompileError: C++ compile error\nmore"))
+
+    monkeypatch.setattr(CompiledDecode, "__init__", broken)
+    lines: list[str] = []
+    engine = load_engine(specs, base_model_name(specs, None), log=lines.append, compile_decode=True)
+    assert engine.compiled is None
+    warning = next(line for line in lines if "--compile failed" in line)
+    assert "CppCompileError: C++ compile error" in warning and "more" not in warning and "g++" in warning
+    assert answers([run_batched(engine, [job], 8)[0] for job in jobs_for(engine, ["tuned"])]) == answers(expected)

@@ -114,8 +114,22 @@ def compile_decode(engine: Any, log: Callable[[str], None]) -> None:
     batch = Batch(engine.model, engine.tokenizer, [])  # no stop tokens: the warm-up decodes every step it asks for
     # a prompt of several tokens: dynamo would take a cache of length 1 for a constant and compile again later
     job = Job(model=name, input_ids=engine.text_ids("Hello there. " * 4), max_new_tokens=4, temperature=0.0)
-    with torch.inference_mode():
-        batch.join(job, engine.forward)
-        for _ in range(2):  # the first step compiles; the second checks the graph is reused for a longer cache
-            batch.step(engine.forward)
+    try:
+        with torch.inference_mode():
+            batch.join(job, engine.forward)
+            for _ in range(2):  # the first step compiles; the second checks the graph is reused for a longer cache
+                batch.step(engine.forward)
+    # Why so broad: inductor fails in many ways outside our hands (the C++ compiler or Python's headers
+    # missing or broken, an operator a model's code uses that it cannot trace, its own bugs), each its own
+    # exception type. A server that would run fine without --compile should not refuse to start for it.
+    except Exception as exc:  # noqa: BLE001
+        engine.compiled = None
+        torch._dynamo.reset()  # drop what was traced: nothing may reach the half-built graph
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        log(
+            f"warning: --compile failed ({type(exc).__name__}: {reason}); serving without it, as without the flag. "
+            "torch.compile builds its kernels with g++ and Python's headers (Debian/Ubuntu: sudo apt install g++ "
+            "python3-dev); or drop --compile."
+        )
+        return
     log(f"decode step compiled in {time.perf_counter() - start:.0f} s")
