@@ -125,19 +125,27 @@ def test_a_killed_sweep_resumes_to_the_same_number_of_trials(tmp_path, tiny_mode
     import signal
     import time
 
+    from tuneforge.runs.checkpoint_store import committed
+
     out = tmp_path / "sweep"
     args = sweep_args(tiny_model_dir, tiny_dataset, out, space, "--trials", "3", "--pruner", "none")
-    args[args.index("--trial-steps") + 1] = "6"
+    args[args.index("--trial-steps") + 1] = "10"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    first = subprocess.Popen([sys.executable, "-m", "tuneforge", *args], cwd=tmp_path, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    checkpoint = out / "trials" / "trial-1" / "checkpoints" / "checkpoint-2"
+    log = tmp_path / "first-sweep.log"
+    with log.open("w", encoding="utf-8") as sink:
+        first = subprocess.Popen([sys.executable, "-m", "tuneforge", *args], cwd=tmp_path, env=env,
+                                 stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+    trial = out / "trials" / "trial-1"
     deadline = time.monotonic() + 240
-    while not checkpoint.is_dir() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert checkpoint.is_dir(), "trial 1 never saved its first checkpoint"
+    # any committed checkpoint of trial 1, not one step's: a tiny model's steps take a few ms, and on a
+    # loaded machine a poll can miss the moment one given checkpoint exists (it is rotated two saves later)
+    while not committed(trial / "checkpoints") and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     first.send_signal(signal.SIGKILL)  # the sweep dies at once; its trial child gets SIGTERM and saves
     first.wait()
+    tail = log.read_text(encoding="utf-8")[-2000:]
+    assert committed(trial / "checkpoints"), f"trial 1 never saved a checkpoint; the sweep's output:\n{tail}"
+    assert not (trial / "metrics.json").exists(), f"trial 1 ran to its end before it was killed:\n{tail}"
     result = run_cli(args, tmp_path)  # the same command again
     assert result.returncode == 0, result.stdout + result.stderr
     assert "trials 1 were cut off" in result.stdout
@@ -149,7 +157,7 @@ def test_a_killed_sweep_resumes_to_the_same_number_of_trials(tmp_path, tiny_mode
         ("complete", "trial-1"),
     ]
     resumed = json.loads((out / "trials" / "trial-1" / "metrics.json").read_text())
-    assert resumed["resumed_from"] is not None and resumed["steps"] == 6  # from its checkpoint, not from zero
+    assert resumed["resumed_from"] is not None and resumed["steps"] == 10  # from its checkpoint, not from zero
 
 
 @pytest.mark.slow
