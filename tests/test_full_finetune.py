@@ -75,6 +75,21 @@ def test_chat_eval_serve_export_and_push_understand_a_full_fine_tune(full_run, t
     assert "model.safetensors" in {name for name, _ in plan.files} and "peft" not in plan.card
 
 
+def test_serve_answers_each_request_from_the_model_it_names_whichever_ran_before(full_run):
+    """serve --max-batch 1 (generate()) alternating 'full' and 'base' gives what the batched path gives for each."""
+    from tests.test_serve_batching import answers, jobs_for, run_batched
+    from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs
+
+    out, _, _ = full_run
+    specs = parse_adapter_specs([f"full={out}"])
+    engine = load_engine(specs, base_model_name(specs, None), log=lambda _: None)
+    jobs = jobs_for(engine, ["full", "base"], max_new_tokens=(8, 8, 8, 8))
+    one_at_a_time = answers([engine.generate(job) for job in jobs])
+    batched = answers([run_batched(engine, [job], 8)[0] for job in jobs])
+    assert one_at_a_time[0::2] != one_at_a_time[1::2], "the tuned model and its base must answer differently"
+    assert one_at_a_time == batched
+
+
 def test_dpo_full_fine_tune_steps_down_on_oom_with_the_reference_scored_once(monkeypatch, tmp_path, tiny_model_dir,
                                                                             tiny_results):  # fmt: skip
     """SFT adapter -> DPO on every weight: TRL scores the reference once; a trainer rebuilt after an OOM keeps those scores."""
