@@ -25,6 +25,15 @@ class WithBase:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._active(*args, **kwargs)
 
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """The model in use when the call runs, not when `model.generate` was looked up.
+
+        Through `__getattr__`, `model.generate(..., **router.prepare(...))` would bind to the model
+        active before its arguments switch it (serve's one-at-a-time path did: a 'base' request after
+        a tuned one got the tuned answer).
+        """
+        return self._active.generate(*args, **kwargs)
+
     @property
     def base(self) -> Any:
         if self._base is None:

@@ -101,16 +101,13 @@ class Engine:
         from transformers import StoppingCriteriaList
 
         ids = torch.tensor([job.input_ids], dtype=torch.long, device=self.model.device)
-        # before `self.model.generate` is looked up: with a full fine-tune, prepare picks which of the two
-        # models `self.model` hands its attributes to (WithBase), and the lookup binds to the one active then
-        extra = self.router.prepare([job.model])
         with torch.inference_mode():
             if job.seed is not None:
                 torch.manual_seed(job.seed)
             out = self.model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=self._config(job),
                 stopping_criteria=StoppingCriteriaList([_ShouldStop(job, self.tokenizer)]), streamer=job.streamer,
-                **extra,
+                **self.router.prepare([job.model]),
             )  # fmt: skip
         return finish(job, out[0, ids.shape[1] :].tolist(), self.tokenizer, self.stop_ids)
 
