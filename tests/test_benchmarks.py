@@ -140,3 +140,20 @@ def test_decode_precision_times_each_weight_format_against_fp32(tiny_results, tm
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert list(rows) == ["fp32", "fp16"] and rows["fp16"]["questions"] == 3
+
+
+def test_int8_kernels_times_each_kernel_and_checks_its_product(tmp_path):
+    """Both int8 kernels give fp32's product up to 8-bit rounding, so their timings compare the same result."""
+    out = tmp_path / "kernels.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/int8_kernels.py", "--shapes", "64x32,96x64", "--reps", "3", "--cold-mb", "1",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["shape"] for r in rows] == ["64x32", "96x64"]
+    for row in rows:
+        assert all(row[k] > 0 for k in ("fp32", "int8pack_mm", "onednn_qlinear", "quantize_row"))
+        assert all(0 < err < 0.05 for err in row["relative_error"].values()), row["relative_error"]
+    assert "GB/s" in result.stdout
