@@ -8,6 +8,7 @@ base and tuned, the gain, and the tuned answers' median length against the refer
     python benchmarks/learning.py                             # the default run
     python benchmarks/learning.py --out /tmp/lr -- --learning-rate 2e-3 --max-steps 200
     python benchmarks/learning.py --score-only results        # score a finished run again
+    python benchmarks/learning.py --out /tmp/syn --lever synonyms   # a lever no flag sets (learning_levers.py)
 
 Goal (issue 17): gain >= +0.20 at both lengths, median length ratio 0.6-1.5, train <= 10 minutes.
 """
@@ -33,6 +34,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=60, help="held-out questions scored")
     parser.add_argument("--score-only", type=Path, help="skip training; score this finished run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--lever", help="train through benchmarks/learning_levers.py with this lever (synonyms, eos-weight:W)"
+    )
     parser.add_argument("train_flags", nargs="*", help="flags for `tuneforge train`, after --")
     return parser.parse_args()
 
@@ -41,10 +45,11 @@ def main() -> None:
     args = parse_args()
     folder, train_s = args.score_only, None
     if folder is None:
-        folder, train_s = args.out, train(args.out, args.train_flags)
+        folder, train_s = args.out, train(args.out, args.train_flags, args.lever)
     figures = {
         "run": str(folder),
         "train_flags": args.train_flags,
+        "lever": args.lever,
         "train_wall_s": train_s,
         **score(folder, args.limit),
     }
@@ -56,10 +61,11 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def train(out: Path, flags: list[str]) -> float:
+def train(out: Path, flags: list[str], lever: str | None = None) -> float:
     """The CLI's own wall time, as a user sees it: model load, held-out loss and the end-of-run check included."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "tuneforge", "train", "--output-dir", str(out), "--overwrite", *flags]
+    runner = ["-m", "tuneforge"] if lever is None else [str(ROOT / "benchmarks" / "learning_levers.py"), lever]
+    command = [sys.executable, *runner, "train", "--output-dir", str(out), "--overwrite", *flags]
     started = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -89,8 +95,12 @@ def score(folder: Path, limit: int) -> dict:
 
 def report(f: dict) -> None:
     wall = "-" if f["train_wall_s"] is None else f"{f['train_wall_s']:.0f} s"
-    print(f"run {f['run']} {' '.join(f['train_flags'])}: train wall {wall}, {f['steps']} steps, "
-          f"{f['tokens_seen']} tokens, held-out loss {f['eval_loss_before']:.3f} -> {f['eval_loss_after']:.3f}")  # fmt: skip
+    before, after = (
+        "-" if f[k] is None else f"{f[k]:.3f}" for k in ("eval_loss_before", "eval_loss_after")
+    )  # --no-eval
+    how = " ".join([*([f"--lever {f['lever']}"] if f.get("lever") else []), *f["train_flags"]])
+    print(f"run {f['run']} {how}: train wall {wall}, {f['steps']} steps, "
+          f"{f['tokens_seen']} tokens, held-out loss {before} -> {after}")  # fmt: skip
     print(f"{'new tokens':>10}{'base R-L':>10}{'tuned R-L':>11}{'gain':>8}{'median len':>12}{'× reference':>13}")
     for key in (k for k in f if k.isdigit()):
         r = f[key]

@@ -157,3 +157,38 @@ def test_int8_kernels_times_each_kernel_and_checks_its_product(tmp_path):
         assert all(row[k] > 0 for k in ("fp32", "int8pack_mm", "onednn_qlinear", "quantize_row"))
         assert all(0 < err < 0.05 for err in row["relative_error"].values()), row["relative_error"]
     assert "GB/s" in result.stdout
+
+
+def test_learning_levers_add_synonym_rows_and_weight_the_end_of_turn_loss():
+    """The two patched levers of issue 17 do what their figures say: rows for training terms only, a scaled loss."""
+    import importlib.util
+
+    import torch
+    import torch.nn.functional as F
+
+    from tuneforge.data.hpo import QUESTION
+
+    spec = importlib.util.spec_from_file_location("learning_levers", ROOT / "benchmarks" / "learning_levers.py")
+    levers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(levers)
+
+    def row(name: str, answer: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": QUESTION.format(name=name)}, {"role": "assistant", "content": answer}]
+
+    train = [
+        row("Fever", "A raised body temperature."),
+        row("Cough", "Air forced out."),
+        [{"role": "user", "content": "hi"}],
+    ]
+    added = levers.synonym_rows(train, {"Fever": ["Pyrexia"], "Seizure": ["Fit"]})
+    assert added == [row("Pyrexia", "A raised body temperature.")]  # Seizure is not a training term here
+    obo = '[Term]\nid: HP:1\nname: Fever\nsynonym: "Pyrexia" EXACT []\nsynonym: "Hot" RELATED []\n'
+    assert levers.SYNONYM.match(obo.splitlines()[3]).group(1) == "Pyrexia" and not levers.SYNONYM.match(
+        obo.splitlines()[4]
+    )
+
+    logits, target = torch.randn(5, 7), torch.tensor([2, 3, 2, 0, 6])
+    plain = F.cross_entropy(logits, target, reduction="none")
+    weighted = levers.weighted_cross_entropy(2, 0.2)(logits, target, reduction="none")
+    assert torch.allclose(weighted, torch.where(target == 2, plain * 0.2, plain))
+    assert torch.equal(levers.weighted_cross_entropy(2, 0.2)(logits, target), F.cross_entropy(logits, target))
