@@ -4,11 +4,13 @@ Issue 20 asks for 40 tokens/s from one client; a decode step on the CPU is bound
 weights (docs/PERFORMANCE.md), so the lever is fewer bytes per weight. This loads a results folder
 the way `tuneforge serve` does (load_engine: a lone adapter merged into the base), then times greedy
 decoding of the same prompts with the weights in fp32, in bf16 (`serve --precision bf16`), with
-fp16 copies read by single-row steps (`serve --precision fp16`) and with int8 copies read by steps
-of up to 8 rows (`serve --precision int8`; both in serving/decode_copies.py). For each it prints
+fp16 copies read by single-row steps (`serve --precision fp16`), with int8 copies read by steps
+of up to 8 rows (`serve --precision int8`) and with the MLP's copies in 4 bits (`serve --precision
+int4`; all in serving/decode_copies.py). For each it prints
 tokens/s (best of --reps, the prompt's prefill included), how many answers equal fp32's up to the
 end of the answer (the end-of-turn token, what a user reads) and over all --tokens, and how many
-of fp32's greedy tokens each reproduces before the first difference.
+of fp32's greedy tokens each reproduces before the first difference; with --held-out, also ROUGE-L
+of each variant's answers against the held-out references.
 
     python benchmarks/decode_precision.py --adapter results --tokens 64
     python benchmarks/decode_precision.py --adapter results --tokens 64 --held-out 24 --reps 1 --only fp32,fp16
@@ -39,7 +41,7 @@ def parse_args() -> argparse.Namespace:
         default=0,
         help="use this many questions from the results folder's eval_set.jsonl instead",
     )
-    parser.add_argument("--only", default="fp32,bf16,fp16,int8", help="comma-separated variants; fp32 first")
+    parser.add_argument("--only", default="fp32,bf16,fp16,int8,int4", help="comma-separated variants; fp32 first")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args()
 
@@ -58,7 +60,7 @@ def variants(model: Any) -> dict[str, Any]:
     """Each variant is built only when its turn comes, so one copy at a time sits beside fp32."""
     import torch
 
-    from tuneforge.serving.decode_copies import HalfDecode, Int8Decode
+    from tuneforge.serving.decode_copies import HalfDecode, Int4Decode, Int8Decode
 
     def copied(kind: Any) -> Any:
         candidate = copy.deepcopy(model)
@@ -70,6 +72,7 @@ def variants(model: Any) -> dict[str, Any]:
         "bf16": lambda: copy.deepcopy(model).to(torch.bfloat16),
         "fp16": lambda: copied(HalfDecode),
         "int8": lambda: copied(Int8Decode),
+        "int4": lambda: copied(Int4Decode),
     }
 
 
@@ -90,8 +93,12 @@ def decode(model: Any, inputs: dict, tokens: int, reps: int) -> tuple[float, lis
 
 def held_out(results: Path, count: int) -> list[str]:
     """The first `count` questions of the run's held-out set, never trained on."""
+    return [messages[0]["content"] for messages in held_out_rows(results, count)]
+
+
+def held_out_rows(results: Path, count: int) -> list[list[dict[str, str]]]:
     lines = (results / "eval_set.jsonl").read_text(encoding="utf-8").splitlines()[:count]
-    return [json.loads(line)["messages"][0]["content"] for line in lines]
+    return [json.loads(line)["messages"] for line in lines]
 
 
 def agreement(tokens: list[int], reference: list[int]) -> int:
@@ -124,7 +131,7 @@ def main() -> None:
     builders = variants(model)
     for name in args.only.split(","):
         candidate = builders[name]()
-        seconds, same, answers = 0.0, [], 0
+        seconds, same, answers, texts = 0.0, [], 0, []
         for question in questions:
             messages = [{"role": "user", "content": question}]
             inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
@@ -135,13 +142,20 @@ def main() -> None:
             same.append(agreement(tokens, reference[question]))
             mine = answer(candidate, inputs, args.tokens)
             answers += reference_answers.setdefault(question, mine) == mine
+            texts.append(tokenizer.decode(mine, skip_special_tokens=True).strip())
         whole = sum(n == args.tokens for n in same)
         rows[name] = {"tokens_per_s": args.tokens * len(questions) / seconds, "same_as_fp32": same,
                       "answers_equal_to_fp32": answers, "all_tokens_equal_to_fp32": whole,
                       "questions": len(questions)}  # fmt: skip
+        if args.held_out:  # what the changed answers do to the score: ROUGE-L against the held-out references
+            from tuneforge.evaluation.metrics import rouge
+
+            references = [messages[-1]["content"] for messages in held_out_rows(args.adapter, args.held_out)]
+            rows[name]["rouge_l"] = rouge(texts, references)["rougeL"]
         print(f"{name:5s} {rows[name]['tokens_per_s']:6.1f} tokens/s   answers equal to fp32's: {answers} of "
               f"{len(questions)} up to the end of turn, {whole} over all {args.tokens} tokens; tokens equal before "
-              f"the first difference: {same}", flush=True)  # fmt: skip
+              f"the first difference: {same}"
+              + (f"; ROUGE-L {rows[name]['rouge_l']:.3f}" if "rouge_l" in rows[name] else ""), flush=True)  # fmt: skip
         del candidate
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")

@@ -81,7 +81,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         action="append",
-        help="serve --precision (fp32, bf16, fp16, int8); repeat to compare, paired with --max-batch",
+        help="serve --precision (fp32, bf16, fp16, int8, int4); repeat to compare, paired with --max-batch",
     )
     parser.add_argument(
         "--compile",

@@ -125,7 +125,7 @@ def test_decode_precision_times_each_weight_format_against_fp32(tiny_results, tm
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert list(rows) == ["fp32", "bf16", "fp16", "int8"]
+    assert list(rows) == ["fp32", "bf16", "fp16", "int8", "int4"]
     assert rows["fp32"]["same_as_fp32"] == [6, 6] and rows["fp32"]["all_tokens_equal_to_fp32"] == 2
     assert rows["fp32"]["answers_equal_to_fp32"] == 2
     assert all(r["answers_equal_to_fp32"] >= r["all_tokens_equal_to_fp32"] for r in rows.values())
@@ -140,6 +140,7 @@ def test_decode_precision_times_each_weight_format_against_fp32(tiny_results, tm
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert list(rows) == ["fp32", "fp16"] and rows["fp16"]["questions"] == 3
+    assert all(0 <= r["rouge_l"] <= 1 for r in rows.values()) and "ROUGE-L" in result.stdout
 
 
 def test_int8_kernels_times_each_kernel_and_checks_its_product(tmp_path):

@@ -1,4 +1,4 @@
-"""Guards serve --precision fp16 and int8: decode steps of few rows read the copies, everything else the fp32 weights."""
+"""Guards serve --precision fp16, int8 and int4: decode steps of few rows read the copies, everything else the fp32 weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 import pytest
 import torch
 
-from tuneforge.serving.decode_copies import DecodeCopies, HalfDecode, Int8Decode
+from tuneforge.serving.decode_copies import INT4_GROUP, DecodeCopies, HalfDecode, Int4Decode, Int8Decode
 from tuneforge.serving.loading import base_model_name, load_engine, parse_adapter_specs, to_precision
 
 
@@ -71,7 +71,7 @@ def test_the_cli_flag_reaches_the_engine_and_a_wrong_value_is_refused(tiny_resul
     with socket.socket() as probe:  # a free loopback port: serve binds it before the model loads
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
-    for precision, kind in [("fp16", HalfDecode), ("int8", Int8Decode)]:
+    for precision, kind in [("fp16", HalfDecode), ("int8", Int8Decode), ("int4", Int4Decode)]:
         result = CliRunner().invoke(
             app, ["serve", "--adapter", str(tiny_results), "--port", port, "--precision", precision]
         )
@@ -133,7 +133,8 @@ def test_int8_leaves_a_layer_the_kernel_cannot_take_in_fp32():
     assert not torch.equal(got, want) and torch.allclose(got, want, rtol=0, atol=5e-2 * want.abs().max())
 
 
-def test_int8_on_a_gpu_stops_before_the_model_loads(tiny_results, monkeypatch):
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_int8_and_int4_on_a_gpu_stop_before_the_model_loads(tiny_results, monkeypatch, precision):
     from typer.testing import CliRunner
 
     from tuneforge.cli import app
@@ -142,6 +143,42 @@ def test_int8_on_a_gpu_stops_before_the_model_loads(tiny_results, monkeypatch):
 
     monkeypatch.setattr(devices, "inference_device", lambda: ("cuda", "bf16"))
     monkeypatch.setattr(loading, "load_engine", lambda *a, **k: pytest.fail("the model loaded"))
-    result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--precision", "int8"])
+    result = CliRunner().invoke(app, ["serve", "--adapter", str(tiny_results), "--precision", precision])
     assert result.exit_code == 2, result.output
-    assert "serve.precision is int8" in result.output and "cuda" in result.output and "bf16" in result.output
+    assert f"serve.precision is {precision}" in result.output and "cuda" in result.output and "bf16" in result.output
+
+
+def four_bit(weight):
+    """What the int4 copy should multiply by: each group of 32 inputs rounded to 16 levels between its extremes."""
+    out_f, in_f = weight.shape
+    groups = weight.reshape(out_f, in_f // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = ((high - low) / 15).to(torch.bfloat16).float()
+    zero = (low + 8 * scale).to(torch.bfloat16).float()
+    levels = torch.round((groups - zero) / scale + 8).clamp(0, 15)
+    return ((levels - 8) * scale + zero).reshape(out_f, in_f)
+
+
+def test_int4_puts_the_mlp_in_4_bits_and_the_rest_in_8_and_follows_a_merge(tiny_results):
+    plain, int4 = engines(tiny_results, "int4")
+    layers = copies(int4).layers
+    mlp = [(m, c) for m, c in layers if c[0].dtype == torch.uint8]
+    assert len(mlp) == 2 * 3 and len(layers) > len(mlp)  # gate, up and down of both layers in 4 bits
+    named = {id(m): name for name, m in int4.model.named_modules()}
+    assert all((".mlp." in named[id(m)]) == (c[0].dtype == torch.uint8) for m, c in layers)  # the rest in 8 bits
+    assert copies(int4).nbytes < copies(engines(tiny_results, "int8")[1]).nbytes
+    for name in ["base", "tuned"]:
+        token = [[plain.chat_ids([{"role": "user", "content": "Hi"}])[-1]]]
+        got, reference = logits(int4, token, name), logits(plain, token, name)
+        assert int4.router.merged == (name != "base")
+        assert not torch.equal(got, reference)
+        assert torch.allclose(got, reference, rtol=0, atol=0.15 * reference.abs().max())
+        for module, _ in mlp:  # the 4-bit product is the rounded weights' product (made again after the merge)
+            x = torch.randn(3, module.in_features)
+            with torch.inference_mode():
+                want = x.to(torch.bfloat16).float() @ four_bit(module.weight).t() + (
+                    0 if module.bias is None else module.bias
+                )
+                assert torch.allclose(module(x), want, rtol=0, atol=2e-2 * want.abs().max())
+    prompt = plain.chat_ids([{"role": "user", "content": "Please tell me about the heart."}])
+    assert torch.equal(logits(int4, [prompt]), logits(plain, [prompt]))  # prefill: the fp32 weights

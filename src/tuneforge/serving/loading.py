@@ -143,21 +143,21 @@ def _load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], 
 
 
 def check_precision(precision: str, compile_decode: bool = False, max_batch: int = 8) -> None:
-    """Before any model loads: int8's kernel and its measured gain are the CPU's; --compile needs a compiler."""
+    """Before any model loads: int8's and int4's kernels and their measured gains are the CPU's; --compile needs a compiler."""
     from tuneforge.machine.devices import inference_device
     from tuneforge.serving.compiled_decode import check_compile
 
     device = inference_device()[0]
     check_compile(compile_decode, device, max_batch)
-    if precision == "int8" and device != "cpu":
+    if precision in ("int8", "int4") and device != "cpu":
         raise UserError(
-            f"serve.precision is int8, which is for serving on a CPU, and this server would run on {device}. "
+            f"serve.precision is {precision}, which is for serving on a CPU, and this server would run on {device}. "
             "Use --precision bf16, or leave it at auto, on a GPU."
         )
 
 
 def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> None:
-    """serve --precision bf16, fp16 or int8: fewer bytes read per decoded token, fp32 stays the default.
+    """serve --precision bf16, fp16, int8 or int4: fewer bytes read per decoded token, fp32 stays the default.
 
     bf16 casts every weight, after the adapter is merged in fp32 so its small deltas are not
     rounded twice. It cuts the server's memory (RSS 697 vs 987 MB for the 135M model), but on an
@@ -165,19 +165,19 @@ def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> 
     13 of 24 held-out greedy answers changed. fp16 and int8 keep the fp32 weights for prompts and
     add copies that decode steps of few rows read (decode_copies.py says why): fp16 gave one client
     1.40x the tokens/s on the AVX2 CPU with 22 of 24 answers as fp32's; int8 is for CPUs with
-    AVX-512 BF16 or AMX, where fp16 and bf16 gain nothing. All are opt-in because answers can
-    change; the figures and commands are in docs/PERFORMANCE.md.
+    AVX-512 BF16 or AMX, where fp16 and bf16 gain nothing; int4 puts int8's MLP copies in 4 bits
+    (faster again, more answers change). All are opt-in because answers can change; the figures and commands are in docs/PERFORMANCE.md.
     """
     import torch
 
     if precision == "bf16" and engine.model.dtype != torch.bfloat16:
         engine.model.to(torch.bfloat16)
         log("weights: bf16 (serve --precision bf16)")
-    elif precision in ("fp16", "int8"):
-        from tuneforge.serving.decode_copies import HalfDecode, Int8Decode
+    elif precision in ("fp16", "int8", "int4"):
+        from tuneforge.serving.decode_copies import COPIES
 
         check_precision(precision)
-        copies = HalfDecode(engine.model) if precision == "fp16" else Int8Decode(engine.model)
+        copies = COPIES[precision](engine.model)
         engine.router.after_merge = copies.refresh
         which = "one request's decode steps" if copies.rows == 1 else f"decode steps of up to {copies.rows} requests"
         log(f"weights: fp32, and an {precision} copy ({copies.nbytes / 1e6:.0f} MB) for {which} "
