@@ -225,8 +225,9 @@ class ServeSection(Section):
         "fp32 and adds an fp16 copy that one request's decode steps read: faster for one client on an AVX2 CPU, +50% "
         "weight memory, a few greedy answers change. int8 keeps fp32 and adds an 8-bit copy that decode steps of up "
         "to 8 requests read: faster on a CPU with AVX-512 BF16 or AMX, +25% weight memory, some greedy answers "
-        "change. int4 is int8 with the MLP's copies in 4 bits: faster still, most greedy answers change. bf16 halves the weights' memory; on a CPU without AVX-512 BF16 or AMX prompts run slower, and "
-        "more greedy answers change.",
+        "change. int4 is int8 with the MLP's copies in 4 bits: faster still, most greedy answers change. bf16 "
+        "halves the weights' memory; on a CPU without AVX-512 BF16 or AMX prompts run slower, and more greedy "
+        "answers change.",
     )
     compile: bool = Field(
         False,

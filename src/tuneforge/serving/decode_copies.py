@@ -133,10 +133,7 @@ class Int8Decode(DecodeCopies):
     def few(self, module: Any, copies: list[Any], x: Any) -> Any:
         import torch
 
-        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int8pack_mm(rows, copies[0], copies[1]).to(x.dtype)
-        out = out.reshape(*x.shape[:-1], out.shape[-1])
-        return out if module.bias is None else out + module.bias
+        return _bf16_rows(module, x, lambda rows: torch.ops.aten._weight_int8pack_mm(rows, copies[0], copies[1]))
 
 
 class Int4Decode(Int8Decode):
@@ -174,10 +171,18 @@ class Int4Decode(Int8Decode):
 
         if copies[0].dtype == torch.int8:
             return super().few(module, copies, x)
-        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, copies[0], INT4_GROUP, copies[1]).to(x.dtype)
-        out = out.reshape(*x.shape[:-1], out.shape[-1])
-        return out if module.bias is None else out + module.bias
+        return _bf16_rows(
+            module, x, lambda rows: torch.ops.aten._weight_int4pack_mm_for_cpu(rows, copies[0], INT4_GROUP, copies[1])
+        )
+
+
+def _bf16_rows(module: Any, x: Any, kernel: Any) -> Any:
+    """`module`'s output from a weight-only kernel that takes bf16 rows (x flattened to them and back)."""
+    import torch
+
+    out = kernel(x.reshape(-1, x.shape[-1]).to(torch.bfloat16)).to(x.dtype)
+    out = out.reshape(*x.shape[:-1], out.shape[-1])
+    return out if module.bias is None else out + module.bias
 
 
 COPIES = {"fp16": HalfDecode, "int8": Int8Decode, "int4": Int4Decode}  # serve --precision -> its copies

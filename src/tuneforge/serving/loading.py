@@ -143,7 +143,7 @@ def _load_engine(specs: list[AdapterSpec], base_name: str, log: Callable[[str], 
 
 
 def check_precision(precision: str, compile_decode: bool = False, max_batch: int = 8) -> None:
-    """Before any model loads: int8's and int4's kernels and their measured gains are the CPU's; --compile needs a compiler."""
+    """Before any model loads: int8's and int4's kernels and measured gains are the CPU's; --compile needs g++."""
     from tuneforge.machine.devices import inference_device
     from tuneforge.serving.compiled_decode import check_compile
 
@@ -166,16 +166,18 @@ def to_precision(engine: Engine, precision: str, log: Callable[[str], None]) -> 
     add copies that decode steps of few rows read (decode_copies.py says why): fp16 gave one client
     1.40x the tokens/s on the AVX2 CPU with 22 of 24 answers as fp32's; int8 is for CPUs with
     AVX-512 BF16 or AMX, where fp16 and bf16 gain nothing; int4 puts int8's MLP copies in 4 bits
-    (faster again, more answers change). All are opt-in because answers can change; the figures and commands are in docs/PERFORMANCE.md.
+    (faster again, more answers change). All are opt-in because answers can change; the figures
+    and commands are in docs/PERFORMANCE.md.
     """
     import torch
 
     if precision == "bf16" and engine.model.dtype != torch.bfloat16:
         engine.model.to(torch.bfloat16)
         log("weights: bf16 (serve --precision bf16)")
-    elif precision in ("fp16", "int8", "int4"):
-        from tuneforge.serving.decode_copies import COPIES
+        return
+    from tuneforge.serving.decode_copies import COPIES
 
+    if precision in COPIES:
         check_precision(precision)
         copies = COPIES[precision](engine.model)
         engine.router.after_merge = copies.refresh
