@@ -169,27 +169,33 @@ def test_fsdp_on_two_cpu_processes_trains_like_one(single_run, tiny_model_dir, t
     assert adapter_diff(single_run, out) < ATOL
 
 
-def test_dpo_on_two_processes_trains_like_one(tiny_model_dir, tmp_path):
-    """--method dpo under --nproc 2: each rank's reference is its own policy with the adapter disabled; same adapter."""
+@pytest.mark.parametrize("method", ["dpo", "orpo", "kto"])
+def test_each_preference_method_on_two_processes_trains_like_one(method, tiny_model_dir, tmp_path):
+    """--method dpo, orpo or kto under --nproc 2: the same adapter as one process with the same global batch.
+
+    DPO's and KTO's reference is each rank's own policy with the adapter disabled; ORPO needs none."""
     from tests.test_preferences import preference_file
     from tuneforge.commands.train import run_train
 
     data = preference_file(tmp_path / "prefs.jsonl", count=16)  # 8 training pairs: a multiple of the global batch
-    # DPO's SFT term (RPO) is TRL's mean over each micro-batch's chosen tokens: one answer for all, so that two
-    # ranks' means average to the one process's mean (docs/PREFERENCES.md: otherwise close, not exact)
+    # the SFT terms are TRL's means over each micro-batch's tokens: DPO's over the chosen answers, ORPO's over the
+    # prompts and chosen answers. One prompt and one answer for all, so that two ranks' means average to the one
+    # process's mean (docs/PREFERENCES.md: otherwise close, not exact). Each pair keeps its own definition, as the
+    # rejected side, so that which rank gets which pair still matters.
     pairs = [json.loads(line) for line in data.read_text().splitlines()]
-    data.write_text("".join(json.dumps({**p, "chosen": "Elevated body temperature."}) + "\n" for p in pairs))
-    run = {"train.method": "dpo", "train.max_steps": 2, "data.val_size": 8, "train.learning_rate": 2e-2,
+    same = {"prompt": pairs[0]["prompt"], "chosen": "Elevated body temperature."}
+    data.write_text("".join(json.dumps({**p, **same, "rejected": p["chosen"]}) + "\n" for p in pairs))
+    run = {"train.method": method, "train.max_steps": 2, "data.val_size": 8, "train.learning_rate": 2e-2,
            "train.device": "cpu", "train.logging_steps": 1}  # fmt: skip
     (tmp_path / "ddp").mkdir()
     ddp = tiny_train_values(tiny_model_dir, data, tmp_path / "ddp" / "results", **run, **{"train.batch_size": 2})
-    done = _launch(_as_yaml(ddp, tmp_path / "dpo.yaml"), tmp_path / "ddp")
+    done = _launch(_as_yaml(ddp, tmp_path / f"{method}.yaml"), tmp_path / "ddp")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     single = run_train(tiny_train_values(tiny_model_dir, data, tmp_path / "single", **run))
     metrics = json.loads((tmp_path / "ddp" / "results" / "metrics.json").read_text())
-    assert (metrics["world_size"], metrics["global_batch"], metrics["method"]) == (2, 4, "dpo")
+    assert (metrics["world_size"], metrics["global_batch"], metrics["method"]) == (2, 4, method)
     assert metrics["preference"]["before"] == pytest.approx(single["preference"]["before"])
     worst = adapter_diff(tmp_path / "ddp" / "results", tmp_path / "single")
-    assert worst < ATOL, f"DDP and single-process DPO adapters differ by {worst}"
+    assert worst < ATOL, f"DDP and single-process {method} adapters differ by {worst}"
     moved = max(v.abs().max().item() for k, v in _adapter(tmp_path / "single").items() if "lora_B" in k)
     assert moved > 100 * ATOL, "training barely moved the weights, so the comparison proves nothing"
