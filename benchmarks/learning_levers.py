@@ -1,16 +1,19 @@
-"""Issue 17's learning levers that no flag of `tuneforge train` sets: measured, not shipped.
+"""Learning levers that no flag of `tuneforge train` sets (issues 16 and 17): measured, not shipped.
 
 Runs `tuneforge train` in this process with one change patched in, so `benchmarks/learning.py
---lever NAME` can train and score it like the default (docs/PERFORMANCE.md has the figures; neither
-lever won, which is why they live here and not in the recipe):
+--lever NAME` can train and score it like the default (docs/PERFORMANCE.md and docs/PREFERENCES.md
+have the figures; none of the levers won, which is why they live here and not in the recipe):
 
 - `synonyms`: HPO's EXACT synonyms as more phrasings of a training term's question. After the
   held-out terms are cut off (so none of theirs leaks in), each training term that has synonyms gets
   one more row, "Please tell me about <a synonym>.", with the term's own answer.
 - `eos-weight:W`: the loss of each end-of-turn target scaled by W (0.2: the model learns a fifth
   of the pull towards stopping). Asks whether longer answers alone raise ROUGE-L.
+- `dpo-sft-weight:W`: `--method dpo`'s SFT term weighted W instead of 5 (0: plain DPO), for
+  `benchmarks/preference_fit.py`'s question: how far DPO fits the very pairs it trained on.
 
     python benchmarks/learning_levers.py synonyms train --output-dir /tmp/syn
+    python benchmarks/learning_levers.py dpo-sft-weight:0 train --method dpo --adapter results-sft
     python benchmarks/learning.py --out /tmp/eos --lever eos-weight:0.2
 """
 
@@ -94,14 +97,23 @@ def weight_end_of_turn(weight: float) -> None:
     F.cross_entropy = weighted_cross_entropy(stop_id, weight)  # recipe/answer_head.py calls F.cross_entropy
 
 
-def main() -> None:
-    lever, *cli = sys.argv[1:]
+def apply(lever: str) -> None:
+    """Patch one lever in, before `tuneforge train` runs in this process."""
     if lever == "synonyms":
         add_synonyms()
     elif lever.startswith("eos-weight:"):
         weight_end_of_turn(float(lever.split(":", 1)[1]))
+    elif lever.startswith("dpo-sft-weight:"):
+        from tuneforge.recipe.methods import dpo
+
+        dpo.SFT_WEIGHT = float(lever.split(":", 1)[1])  # read when the trainer is built
     else:
-        raise SystemExit(f"unknown lever {lever!r}: synonyms or eos-weight:W")
+        raise SystemExit(f"unknown lever {lever!r}: synonyms, eos-weight:W or dpo-sft-weight:W")
+
+
+def main() -> None:
+    lever, *cli = sys.argv[1:]
+    apply(lever)
     from tuneforge.cli import main as tuneforge
 
     sys.argv = ["tuneforge", *cli]

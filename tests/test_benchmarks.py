@@ -161,7 +161,7 @@ def test_int8_kernels_times_each_kernel_and_checks_its_product(tmp_path):
 
 
 def test_learning_levers_add_synonym_rows_and_weight_the_end_of_turn_loss():
-    """The two patched levers of issue 17 do what their figures say: rows for training terms only, a scaled loss."""
+    """The patched levers do what their figures say: rows for training terms only, a scaled loss, DPO's SFT weight."""
     import importlib.util
 
     import torch
@@ -193,3 +193,46 @@ def test_learning_levers_add_synonym_rows_and_weight_the_end_of_turn_loss():
     weighted = levers.weighted_cross_entropy(2, 0.2)(logits, target, reduction="none")
     assert torch.allclose(weighted, torch.where(target == 2, plain * 0.2, plain))
     assert torch.equal(levers.weighted_cross_entropy(2, 0.2)(logits, target), F.cross_entropy(logits, target))
+
+    from tuneforge.recipe.methods import dpo
+
+    kept = dpo.SFT_WEIGHT
+    try:  # issue 16's plain-DPO probe: the SFT term's weight, read when the DPO trainer is built
+        levers.apply("dpo-sft-weight:0")
+        assert dpo.SFT_WEIGHT == 0.0
+    finally:
+        dpo.SFT_WEIGHT = kept
+    with pytest.raises(SystemExit, match="unknown lever"):
+        levers.apply("dropout:9")
+
+
+@pytest.mark.slow
+def test_preference_fit_scores_the_pairs_a_run_trained_on_and_those_it_held_out(tiny_results, tiny_model_dir, tmp_path):
+    """The held-out row equals what the run itself measured; the trained-on row is the rest of its file."""
+    from tests.conftest import tiny_train_values
+    from tests.test_preferences import preference_file
+    from tuneforge.commands.train import run_train
+
+    made = tmp_path / "made.jsonl"
+    done = subprocess.run([sys.executable, "benchmarks/preference_fit.py", "--make", str(made), "--pairs", "10"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len({json.dumps(json.loads(line)["prompt"]) for line in made.read_text().splitlines()}) == 10
+
+    data, out = preference_file(tmp_path / "prefs.jsonl", count=24), tmp_path / "dpo"
+    run = {"train.method": "dpo", "model.adapter": tiny_results, "train.max_steps": 8, "data.val_size": 8,
+           "train.learning_rate": 2e-2}  # fmt: skip
+    metrics = run_train(tiny_train_values(tiny_model_dir, data, out, **run))
+    table_file = tmp_path / "fit.json"
+    done = subprocess.run([sys.executable, "benchmarks/preference_fit.py", "--results", str(out), "--start",
+                           str(tiny_results), "--json", str(table_file)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads(table_file.read_text())
+    held, trained = table["held out"], table["trained on"]
+    assert held["tuned"]["pairs"] == 8 and trained["tuned"]["pairs"] == 16
+    for side, when in (("start", "before"), ("tuned", "after")):
+        assert held[side]["accuracy"] == pytest.approx(metrics["preference"][when]["accuracy"])
+        assert held[side]["margin"] == pytest.approx(metrics["preference"][when]["margin"], abs=1e-3)
+    assert trained["tuned"]["margin"] > trained["start"]["margin"] + 1, trained
+    assert "| trained on | 16 |" in done.stdout
