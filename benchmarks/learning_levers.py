@@ -11,6 +11,7 @@ have the figures; none of the levers won, which is why they live here and not in
   of the pull towards stopping). Asks whether longer answers alone raise ROUGE-L.
 - `dpo-sft-weight:W`: `--method dpo`'s SFT term weighted W instead of 5 (0: plain DPO), for
   `benchmarks/preference_fit.py`'s question: how far DPO fits the very pairs it trained on.
+- `dpo-reference-free`: `--method dpo` against a reference of log-probability 0 (CPO's loss).
 
     python benchmarks/learning_levers.py synonyms train --output-dir /tmp/syn
     python benchmarks/learning_levers.py dpo-sft-weight:0 train --method dpo --adapter results-sft
@@ -97,6 +98,31 @@ def weight_end_of_turn(weight: float) -> None:
     F.cross_entropy = weighted_cross_entropy(stop_id, weight)  # recipe/answer_head.py calls F.cross_entropy
 
 
+def reference_free_dpo() -> None:
+    """DPO's loss against a reference of log-probability 0: the margin it pushes is the absolute one.
+
+    That is CPO's loss (Xu et al. 2024; TRL's trl.experimental.cpo) with the SFT term DPO already
+    has: pairs are pulled by how far the policy itself ranks them wrong, which is what held-out
+    preference accuracy counts, instead of by their change from the starting model. Done by
+    handing TRL "precomputed" reference scores of 0 for every pair.
+    """
+    import trl
+
+    from tuneforge.recipe.methods import dpo
+
+    config = trl.DPOConfig
+
+    def zero_reference(**kwargs: Any) -> Any:
+        return config(**{**kwargs, "precompute_ref_log_probs": True})
+
+    def scores(self: Any, dataset: Any, name: str, batch_size: int) -> Any:
+        zeros = [0.0] * len(dataset)
+        return dataset.add_column("ref_chosen_logps", zeros).add_column("ref_rejected_logps", zeros)
+
+    trl.DPOConfig = zero_reference  # build_trainer imports it from trl when it runs
+    dpo.CheckpointingDPOTrainer._precompute_ref_logps = scores
+
+
 def apply(lever: str) -> None:
     """Patch one lever in, before `tuneforge train` runs in this process."""
     if lever == "synonyms":
@@ -107,8 +133,10 @@ def apply(lever: str) -> None:
         from tuneforge.recipe.methods import dpo
 
         dpo.SFT_WEIGHT = float(lever.split(":", 1)[1])  # read when the trainer is built
+    elif lever == "dpo-reference-free":
+        reference_free_dpo()
     else:
-        raise SystemExit(f"unknown lever {lever!r}: synonyms, eos-weight:W or dpo-sft-weight:W")
+        raise SystemExit(f"unknown lever {lever!r}: synonyms, eos-weight:W, dpo-sft-weight:W or dpo-reference-free")
 
 
 def main() -> None:

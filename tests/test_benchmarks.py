@@ -202,6 +202,20 @@ def test_learning_levers_add_synonym_rows_and_weight_the_end_of_turn_loss():
         assert dpo.SFT_WEIGHT == 0.0
     finally:
         dpo.SFT_WEIGHT = kept
+    import trl
+
+    kept_config, kept_scores = trl.DPOConfig, dpo.CheckpointingDPOTrainer._precompute_ref_logps
+    try:  # reference-free DPO: every pair's "precomputed" reference scores are 0
+        levers.apply("dpo-reference-free")
+        assert (
+            trl.DPOConfig(output_dir="x", bf16=False, precompute_ref_log_probs=False).precompute_ref_log_probs is True
+        )
+        from datasets import Dataset
+
+        scored = dpo.CheckpointingDPOTrainer._precompute_ref_logps(None, Dataset.from_dict({"a": [1, 2]}), "train", 2)
+        assert scored["ref_chosen_logps"] == [0.0, 0.0] and scored["ref_rejected_logps"] == [0.0, 0.0]
+    finally:
+        trl.DPOConfig, dpo.CheckpointingDPOTrainer._precompute_ref_logps = kept_config, kept_scores
     with pytest.raises(SystemExit, match="unknown lever"):
         levers.apply("dropout:9")
 
