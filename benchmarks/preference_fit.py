@@ -49,14 +49,15 @@ def split(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return [r for r in rows if json.dumps(r["prompt"]) not in held_out], held
 
 
-def score(adapter: Path, pairs: list[dict[str, Any]]) -> dict[str, Any]:
+def score(adapter: Path, sets: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each set of pairs scored by one adapter, loaded once."""
     from tuneforge.evaluation.preference import encode_pairs, score_pairs
     from tuneforge.runs.folder import load_tuned, open_run
 
     model, tokenizer = load_tuned(open_run(adapter, checksums=False))
-    figures = score_pairs(model, encode_pairs(tokenizer, pairs, 512, None))
-    assert figures is not None
-    return figures
+    figures = {name: score_pairs(model, encode_pairs(tokenizer, pairs, 512, None)) for name, pairs in sets.items()}
+    assert all(figures.values())
+    return figures  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -73,10 +74,9 @@ def main() -> None:
     if not (args.results and args.start):
         parser.error("--results and --start, or --make")
     trained, held = split(args.results)
-    table = {
-        name: {"start": score(args.start, pairs), "tuned": score(args.results, pairs)}
-        for name, pairs in (("trained on", trained), ("held out", held))
-    }
+    sets = {"trained on": trained, "held out": held}
+    start, tuned = score(args.start, sets), score(args.results, sets)
+    table = {name: {"start": start[name], "tuned": tuned[name]} for name in sets}
     print("| pairs | count | accuracy (start -> tuned) | where chosen is longer | chosen-answer loss |")
     print("|---|---:|---|---|---|")
     for name, row in table.items():

@@ -161,7 +161,8 @@ def test_int8_kernels_times_each_kernel_and_checks_its_product(tmp_path):
 
 
 def test_learning_levers_add_synonym_rows_and_weight_the_end_of_turn_loss():
-    """The patched levers do what their figures say: rows for training terms only, a scaled loss, DPO's SFT weight."""
+    """The patched levers do what their figures say: rows for training terms only, a scaled loss, DPO's SFT
+    weight, a reference of 0."""
     import importlib.util
 
     import torch
