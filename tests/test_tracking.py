@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,13 @@ def logged_losses(tracker: str, folder: Path) -> dict[int, float]:
 
         wandb.finish()  # the CLI's exit closes the run; in a test process it stays open, its file unflushed
         (log,) = (folder / "wandb").glob("offline-run-*/run-*.wandb")
-        return wandb_history(log)
+        # finish() can return before wandb's writer process has written the rest (seen once under a loaded
+        # CI machine: no history at all): read once the run's exit record, the last thing it writes, is there
+        deadline = time.monotonic() + 60
+        while not (read := wandb_history(log))[1] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert read[1], f"{log} has no exit record after 60 s"
+        return read[0]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=(folder / "mlruns").as_uri())  # the file store, no server
@@ -56,8 +63,9 @@ def test_a_tracker_holds_the_logged_losses_in_the_run_folder(tracker, tmp_path, 
     assert f"report_to: {tracker}" in (out / "tuneforge.yaml").read_text()
 
 
-def wandb_history(path: Path) -> dict[int, float]:
-    """The losses in an offline W&B run file (`run-<id>.wandb`), as `wandb sync` would upload them.
+def wandb_history(path: Path) -> tuple[dict[int, float], bool]:
+    """The losses in an offline W&B run file (`run-<id>.wandb`), as `wandb sync` would upload them, and
+    whether the run's exit record is there yet.
 
     Written by hand because wandb 0.31 ships no Python reader any more (its Go core reads the file):
     a 7-byte header (":W&B", magic, version), then LevelDB-log blocks of 32 KiB whose records
@@ -69,7 +77,7 @@ def wandb_history(path: Path) -> dict[int, float]:
 
     data, block = path.read_bytes(), 32768
     assert data[:4] == b":W&B", data[:7]
-    pos, pending, losses = 7, b"", {}
+    pos, pending, losses, exited = 7, b"", {}, False
     while pos + 7 <= len(data):
         left = block - pos % block
         if left < 7:  # a block's tail too short for a record header is padding
@@ -81,13 +89,14 @@ def wandb_history(path: Path) -> dict[int, float]:
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
             pending = b""
+            exited = exited or record.WhichOneof("record_type") == "exit"
             if record.WhichOneof("record_type") == "history":
                 row = {
                     item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
                 }
                 if "train/loss" in row:  # transformers logs the Trainer's step as train/global_step
                     losses[row["train/global_step"]] = row["train/loss"]
-    return losses
+    return losses, exited
 
 
 # Trackio's own reader, in a fresh process: Trackio reads TRACKIO_DIR once, when it is imported
